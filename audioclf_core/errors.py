@@ -1,0 +1,27 @@
+"""The one error root of audioclf and its few precise children.
+
+Every message names the bad value and, where there is one, the file, so that a
+row in ``recordings/`` or a CLI line is enough to act on.
+"""
+
+from __future__ import annotations
+
+
+class AudioClfError(Exception):
+    """Root of every error audioclf raises on purpose."""
+
+
+class DecodeError(AudioClfError):
+    """A recording could not be opened or decoded (the input is at fault)."""
+
+
+class ParameterError(AudioClfError, ValueError):
+    """A public argument is out of range or inconsistent with another."""
+
+
+class BundleError(AudioClfError):
+    """A model bundle is missing, malformed or inconsistent with its manifest."""
+
+
+class OutputError(AudioClfError):
+    """Results cannot be written where they were asked to go."""
