@@ -1,0 +1,146 @@
+"""The ``audioclf classify`` job: inputs in, result tables out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from audioclf_core.audio_io import expand_inputs
+from audioclf_core.bundle import DEFAULT_MODEL, load_bundle
+from audioclf_core.errors import ParameterError
+from audioclf_core.pipeline import Classifier, RecordingOutcome, to_tables
+from audioclf_core.results import ResultStore
+from audioclf_core.storage import storage_options_for
+
+PART_RECORDINGS = 1000  # recordings per part file: a crash loses at most one part's work
+
+
+@dataclass
+class ClassifySummary:
+    """What a run did, for the summary table and for tests."""
+
+    out: str
+    model: str
+    recordings: int = 0
+    failed: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    segments: int = 0
+    label_s: dict[str, float] = field(default_factory=dict)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def speed(self) -> float:
+        """Audio seconds per wall second."""
+        return self.audio_s / self.wall_s if self.wall_s else 0.0
+
+
+def run_classify(
+    *,
+    inputs: Sequence[str],
+    out: str,
+    model: str | None = None,
+    csv: bool = False,
+    channels: str = "mix",
+    silence: Mapping[str, float] | None = None,
+    endpoint_url: str | None = None,
+    batch_windows: int = 1024,
+    console: Console | None = None,
+) -> ClassifySummary:
+    """Classify ``inputs`` and write the result tables to ``out``.
+
+    Raises :class:`~audioclf_core.errors.AudioClfError` for problems with the
+    request itself (no inputs, bad parameters, bad bundle, unwritable output);
+    problems with single recordings become error rows.
+    """
+    start = time.perf_counter()
+    if not inputs:
+        raise ParameterError("no inputs: give files, folders, globs or URLs to classify")
+    options = storage_options_for(endpoint_url=endpoint_url)
+    bundle = load_bundle(model or DEFAULT_MODEL, storage_options=options)
+    params = bundle.manifest.silence.replace(**(silence or {}))
+    if channels not in ("mix", "split"):
+        raise ParameterError(f"--channels {channels!r}: use 'mix' or 'split'")
+    uris, warnings = expand_inputs(inputs, storage_options=options)
+    summary = ClassifySummary(out=out, model=f"{bundle.name} {bundle.version}", warnings=list(warnings))
+    if console is not None:
+        for w in warnings:
+            console.print(f"[yellow]warning:[/] {w}")
+        if not bundle.manifest.trained:
+            console.print(f"[yellow]warning:[/] model {bundle.name!r} is untrained: its labels are placeholders")
+    if not uris:
+        raise ParameterError("no recordings found in " + ", ".join(repr(i) for i in inputs))
+    store = ResultStore(out, storage_options=options)
+    clf = Classifier(bundle, silence=params, channels=channels, batch_windows=batch_windows, storage_options=options)
+
+    progress = _progress(console)
+    with progress:
+        task = progress.add_task("classifying", total=len(uris))
+        batch: list[RecordingOutcome] = []
+        for outcome in clf.classify(uris):
+            batch.append(outcome)
+            _account(summary, outcome, bundle.labels)
+            progress.update(task, advance=1, description=_short(outcome.recording))
+            if len(batch) >= PART_RECORDINGS:
+                _write(store, batch, bundle, channels)
+                batch = []
+        if batch:
+            _write(store, batch, bundle, channels)
+    if csv:
+        store.write_csv()
+    summary.wall_s = time.perf_counter() - start
+    if console is not None:
+        _print_summary(console, summary)
+    return summary
+
+
+def _write(store: ResultStore, batch: Iterable[RecordingOutcome], bundle, channels: str) -> None:
+    segments, recordings = to_tables(batch, bundle, channels=channels)
+    store.write(segments, recordings, labels=bundle.labels)
+
+
+def _account(summary: ClassifySummary, outcome: RecordingOutcome, labels) -> None:
+    summary.recordings += 1
+    if outcome.status != "ok":
+        summary.failed += 1
+        summary.errors.append((outcome.recording, outcome.error))
+        return
+    summary.audio_s += outcome.duration_s or 0.0
+    summary.segments += outcome.n_segments
+    for lab, s in outcome.label_seconds(labels).items():
+        summary.label_s[lab] = summary.label_s.get(lab, 0.0) + s
+
+
+def _progress(console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<40.40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console or Console(quiet=True), transient=True, disable=console is None,
+    )
+
+
+def _short(uri: str) -> str:
+    return uri if len(uri) <= 40 else "…" + uri[-39:]
+
+
+def _print_summary(console: Console, s: ClassifySummary) -> None:
+    table = Table(title=f"audioclf classify → {s.out}", title_justify="left", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", s.model)
+    table.add_row("recordings", f"{s.recordings} ({s.recordings - s.failed} ok, {s.failed} failed)")
+    table.add_row("audio", f"{s.audio_s / 3600:.2f} h in {s.wall_s:.1f} s ({s.speed:,.0f}x real time)")
+    table.add_row("segments", str(s.segments))
+    total = sum(s.label_s.values()) or 1.0
+    for lab, sec in s.label_s.items():
+        table.add_row(f"  {lab}", f"{sec / 60:.1f} min ({100 * sec / total:.0f}%)")
+    console.print(table)
+    for uri, reason in s.errors[:10]:
+        console.print(f"[red]failed:[/] {reason}", soft_wrap=True)
+    if len(s.errors) > 10:
+        console.print(f"[red]… and {len(s.errors) - 10} more failures: see recordings/ (status = 'error')[/]")

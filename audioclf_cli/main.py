@@ -1,0 +1,108 @@
+"""``audioclf``: classify recordings from the shell, without the orchestrator.
+
+Commands are thin: they parse options and call keyword-only functions that
+tests call too. Domain errors print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from audioclf_core.errors import AudioClfError
+
+from .classify import ClassifySummary, run_classify
+from .models import list_models, show_model
+
+app = typer.Typer(
+    name="audioclf",
+    help="Classify audio recordings (speech / music / noise, digits, your own models) at their silences.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List and inspect model bundles.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+err = Console(stderr=True, highlight=False)
+
+EXIT_ERROR = 1  # the command could not do its job
+EXIT_SOME_FAILED = 3  # it ran, but some recordings became error rows
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def classify(
+    inputs: Annotated[list[str], typer.Argument(help="Files, folders (recursive), globs or fsspec URLs (s3://bucket/prefix/, file://, memory://).", show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder or URL for segments/ and recordings/.", envvar="AUDIOCLF_OUT")],
+    model: Annotated[str, typer.Option(help="Shipped bundle name, bundle folder/archive, or URL.", envvar="AUDIOCLF_MODEL")] = "",
+    csv: Annotated[bool, typer.Option("--csv", help="Also write segments.csv and recordings.csv.")] = False,
+    channels: Annotated[str, typer.Option(help="'mix' to mono, or 'split' to classify each channel on its own.")] = "mix",
+    min_silence_ms: Annotated[Optional[float], typer.Option(help="Shortest silence that separates segments (default: the model's).")] = None,
+    threshold_dbfs: Annotated[Optional[float], typer.Option(help="Silence threshold, dBFS (default: the model's).")] = None,
+    threshold_rel_db: Annotated[Optional[float], typer.Option(help="Also treat as silence what is this many dB below the recording's running level (e.g. -25).")] = None,
+    keep_silence_ms: Annotated[Optional[float], typer.Option(help="Silence kept on each side of a segment.")] = None,
+    min_segment_ms: Annotated[Optional[float], typer.Option(help="Drop segments shorter than this.")] = None,
+    max_segment_s: Annotated[Optional[float], typer.Option(help="Cut longer sounds into pieces of this length.")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint for s3:// inputs and outputs.", envvar="AUDIOCLF_S3_ENDPOINT_URL")] = None,
+    batch_windows: Annotated[int, typer.Option(help="Model windows per inference batch.")] = 1024,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Classify recordings and write one row per segment and one per recording."""
+    silence = {
+        k: v
+        for k, v in dict(
+            min_silence_ms=min_silence_ms, threshold_dbfs=threshold_dbfs, threshold_rel_db=threshold_rel_db,
+            keep_silence_ms=keep_silence_ms, min_segment_ms=min_segment_ms, max_segment_s=max_segment_s,
+        ).items()
+        if v is not None
+    }
+    try:
+        summary: ClassifySummary = run_classify(
+            inputs=inputs, out=out, model=model or None, csv=csv, channels=channels, silence=silence,
+            endpoint_url=endpoint_url, batch_windows=batch_windows, console=None if quiet else err,
+        )
+    except AudioClfError as exc:
+        _fail(exc)
+    if summary.failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the shipped model bundles."""
+    try:
+        list_models(console=Console(highlight=False))
+    except AudioClfError as exc:
+        _fail(exc)
+
+
+@models_app.command("show")
+def models_show(name: Annotated[str, typer.Argument(help="Shipped bundle name, bundle folder/archive, or URL.")]) -> None:
+    """Show a bundle's labels, contract, provenance and evaluation."""
+    try:
+        show_model(name, console=Console(highlight=False))
+    except AudioClfError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

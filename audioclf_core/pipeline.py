@@ -1,0 +1,391 @@
+"""Classify recordings: decode, resample, segment, featurise, infer, summarise.
+
+Each recording streams through in blocks: decode a block, mix (or split) its
+channels, resample it once to the bundle's rate, push it through the
+streaming splitter, and turn every finished segment into model windows. A
+background thread does that front end while the caller's thread runs the
+model, so decoding overlaps inference. Windows from all segments, and from
+consecutive recordings, are pooled into large batches. Memory is bounded by
+one block, one maximum-length segment per channel and one batch, whatever the
+recordings' lengths.
+
+A recording that cannot be read becomes an outcome with ``status="error"``
+and a reason; the others carry on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+import soxr
+
+from .audio_io import AudioInfo, open_audio
+from .bundle import Bundle
+from .errors import AudioClfError, DecodeError, ParameterError
+from .params import ChannelMode, SilenceParams
+from .segment import SegmentedStream
+
+MIX = -1  # ``channel`` of rows from the mono mix
+
+
+@dataclass
+class RecordingOutcome:
+    """Everything learnt about one recording.
+
+    ``segments`` holds one row per segment: ``channel``, ``segment``,
+    ``start_s``, ``end_s`` (seconds from the recording's start) and
+    ``probs`` (float32, one per label, mean over the segment's windows).
+    """
+
+    recording: str
+    status: str = "ok"
+    error: str = ""
+    duration_s: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    codec: str = ""
+    segments: list[tuple[int, int, float, float, np.ndarray]] = field(default_factory=list)
+    covered_s: float = 0.0  # seconds inside segments, summed over channels
+    analysed_channels: int = 1
+    processed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.segments)
+
+    @property
+    def silence_s(self) -> float | None:
+        """Seconds outside any segment (channel-seconds in split mode)."""
+        if self.duration_s is None:
+            return None
+        return max(0.0, self.duration_s * self.analysed_channels - self.covered_s)
+
+    def label_seconds(self, labels: tuple[str, ...]) -> dict[str, float]:
+        """Seconds of audio per label (channel-seconds in split mode)."""
+        out = dict.fromkeys(labels, 0.0)
+        for _, _, start, end, probs in self.segments:
+            out[labels[int(np.argmax(probs))]] += end - start
+        return out
+
+
+@dataclass
+class _Segment:
+    recording: str
+    channel: int
+    index: int
+    start_s: float
+    end_s: float
+    windows: np.ndarray  # float32 (n_windows, frames, features)
+    probs: np.ndarray | None = None
+
+
+@dataclass
+class _End:
+    recording: str
+    info: AudioInfo
+    duration_s: float
+    channels_analysed: int
+
+
+@dataclass
+class _Failed:
+    recording: str
+    reason: str
+    info: AudioInfo | None = None
+
+
+class Classifier:
+    """Classifies recordings with one bundle.
+
+    Parameters
+    ----------
+    bundle : Bundle
+        The model and its contract.
+    silence : SilenceParams, optional
+        Overrides the bundle's silence defaults.
+    channels : {"mix", "split"}
+        Mix channels to mono (rows get ``channel=-1``) or classify each channel
+        on its own (rows get the channel index).
+    batch_windows : int
+        Windows pooled before a forward pass (across segments and recordings).
+    block_s : float
+        Seconds of audio decoded at a time.
+    resample_quality : str
+        soxr quality preset ("HQ", "MQ", "LQ", "VHQ").
+    storage_options : mapping, optional
+        fsspec options for remote recordings (endpoint, credentials).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        silence: SilenceParams | None = None,
+        channels: ChannelMode = "mix",
+        batch_windows: int = 1024,
+        block_s: float = 60.0,
+        resample_quality: str = "HQ",
+        storage_options: Mapping | None = None,
+    ) -> None:
+        if channels not in ("mix", "split"):
+            raise ParameterError(f"channels={channels!r}: use 'mix' or 'split'")
+        if batch_windows < 1:
+            raise ParameterError(f"batch_windows={batch_windows} must be at least 1")
+        if not 0 < block_s <= 3600:
+            raise ParameterError(f"block_s={block_s} must be in (0, 3600]")
+        self.bundle = bundle
+        self.silence = silence or bundle.manifest.silence
+        self.channels = channels
+        self.batch_windows = int(batch_windows)
+        self.block_s = float(block_s)
+        self.resample_quality = resample_quality
+        self.storage_options = dict(storage_options or {})
+        self._predictor = None
+
+    @property
+    def predictor(self):
+        if self._predictor is None:
+            from .model import Predictor
+
+            self._predictor = Predictor(self.bundle.model)
+        return self._predictor
+
+    # -- public -------------------------------------------------------------
+    def classify(self, uris: Iterable[str]) -> Iterator[RecordingOutcome]:
+        """Classify recordings; yield one outcome per URI, in input order."""
+        events = _prefetch(self._front_all(uris), maxsize=8)
+        pending: list[_Segment] = []
+        n_pending = 0
+        open_: dict[str, RecordingOutcome] = {}
+        done: dict[str, bool] = {}
+        order: deque[str] = deque()
+        try:
+            for ev in events:
+                if isinstance(ev, _Segment):
+                    if ev.recording not in open_:
+                        open_[ev.recording] = RecordingOutcome(ev.recording)
+                        order.append(ev.recording)
+                    pending.append(ev)
+                    n_pending += len(ev.windows)
+                    if n_pending >= self.batch_windows:
+                        self._infer(pending, open_)
+                        pending, n_pending = [], 0
+                    continue
+                out = open_.get(ev.recording)
+                if out is None:
+                    out = open_[ev.recording] = RecordingOutcome(ev.recording)
+                    order.append(ev.recording)
+                _finish(out, ev)
+                done[ev.recording] = True
+                yield from _ready(order, open_, done, pending)
+            self._infer(pending, open_)
+            pending = []
+            yield from _ready(order, open_, done, pending)
+        finally:
+            events.close()
+
+    def classify_one(self, uri: str) -> RecordingOutcome:
+        """Classify a single recording."""
+        return next(iter(self.classify([uri])))
+
+    def segment_probs(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        """Mean window probabilities of each segment, in one forward pass.
+
+        Parameters
+        ----------
+        windows : list of np.ndarray
+            Per segment, float32 ``(n_windows, frames, features)``.
+
+        Returns
+        -------
+        list of np.ndarray
+            Per segment, float32 ``(n_labels,)``.
+        """
+        if not windows:
+            return []
+        probs = self.predictor(np.concatenate(windows))
+        bounds = np.cumsum([0] + [len(w) for w in windows])
+        return [probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    # -- internals ----------------------------------------------------------
+    def _infer(self, pending: list[_Segment], open_: dict[str, RecordingOutcome]) -> None:
+        for seg, probs in zip(pending, self.segment_probs([s.windows for s in pending])):
+            out = open_[seg.recording]
+            if out.status == "ok":
+                out.segments.append((seg.channel, seg.index, seg.start_s, seg.end_s, probs))
+                out.covered_s += seg.end_s - seg.start_s
+
+    def _front_all(self, uris: Iterable[str]) -> Iterator[_Segment | _End | _Failed]:
+        for uri in uris:
+            yield from self._front(uri)
+
+    def _front(self, uri: str) -> Iterator[_Segment | _End | _Failed]:
+        """Decode one recording and yield its segments' windows, then its end."""
+        info = None
+        try:
+            with open_audio(uri, storage_options=self.storage_options) as reader:
+                info = reader.info
+                yield from self._stream(uri, reader)
+        except AudioClfError as exc:
+            yield _Failed(uri, str(exc), info)
+        except MemoryError:
+            raise
+        except Exception as exc:  # a bad file must not stop the batch
+            yield _Failed(uri, f"cannot process {uri}: {type(exc).__name__}: {exc}", info)
+
+    def _stream(self, uri: str, reader) -> Iterator[_Segment | _End]:
+        info: AudioInfo = reader.info
+        sr = self.bundle.sample_rate
+        split = self.channels == "split"
+        n_out = info.channels if split else 1
+        streams = [SegmentedStream(sr=sr, params=self.silence) for _ in range(n_out)]
+        counters = [0] * n_out
+        resampler = None
+        if info.sample_rate != sr:
+            resampler = soxr.ResampleStream(info.sample_rate, sr, n_out, dtype="float32", quality=self.resample_quality)
+        block = max(1, int(self.block_s * info.sample_rate))
+        n_frames = 0
+        for x in reader.blocks(block):
+            n_frames += len(x)
+            if not split and x.shape[1] > 1:
+                x = x.mean(axis=1, keepdims=True, dtype=np.float32)
+            if resampler is not None:
+                x = resampler.resample_chunk(np.ascontiguousarray(x), last=False)
+            yield from self._segments(uri, streams, counters, x, flush=False)
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros((0, n_out), dtype=np.float32), last=True)
+            yield from self._segments(uri, streams, counters, tail, flush=False)
+        yield from self._segments(uri, streams, counters, None, flush=True)
+        duration = n_frames / info.sample_rate
+        if duration * 1000 < max(self.silence.min_segment_ms, 1.0) and n_frames:
+            raise DecodeError(
+                f"cannot classify {uri}: too short ({duration:.3f} s; a segment needs at least "
+                f"{self.silence.min_segment_ms:.0f} ms of sound)"
+            )
+        if n_frames == 0:
+            raise DecodeError(f"cannot classify {uri}: no audio frames")
+        yield _End(uri, info, duration, n_out)
+
+    def _segments(self, uri, streams, counters, x, *, flush: bool) -> Iterator[_Segment]:
+        sr = self.bundle.sample_rate
+        fx = self.bundle.features
+        win, hop = self.bundle.window_samples, self.bundle.hop_samples
+        for ch, stream in enumerate(streams):
+            found = stream.flush() if flush else stream.push(x[:, ch])
+            for start, end, y in found:
+                channel = ch if self.channels == "split" else MIX
+                yield _Segment(uri, channel, counters[ch], start / sr, end / sr, fx.windows(y, window=win, hop=hop))
+                counters[ch] += 1
+
+
+def _finish(out: RecordingOutcome, ev: _End | _Failed) -> None:
+    info = ev.info
+    if info is not None:
+        out.sample_rate, out.channels, out.codec = info.sample_rate, info.channels, info.codec
+    if isinstance(ev, _Failed):
+        out.status, out.error = "error", ev.reason
+        out.segments.clear()
+        out.covered_s = 0.0
+        out.duration_s = info.duration_s if info is not None else None
+    else:
+        out.duration_s = ev.duration_s
+        out.analysed_channels = ev.channels_analysed
+
+
+def _ready(order, open_, done, pending) -> Iterator[RecordingOutcome]:
+    """Yield finished recordings from the front of ``order``."""
+    waiting = {s.recording for s in pending}
+    while order and done.get(order[0]) and order[0] not in waiting:
+        uri = order.popleft()
+        out = open_.pop(uri)
+        done.pop(uri)
+        out.segments.sort(key=lambda r: (r[0], r[1]))
+        yield out
+
+
+def _prefetch(items: Iterable, *, maxsize: int) -> Iterator:
+    """Run an iterator in a daemon thread, ``maxsize`` items ahead.
+
+    The producer's exceptions re-raise in the consumer; closing the returned
+    generator stops the producer at its next item.
+    """
+    q: queue.Queue = queue.Queue(maxsize=maxsize)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", end))
+        except BaseException as exc:  # hand every failure to the consumer
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="audioclf-decode", daemon=True)
+    thread.start()
+
+    def consume() -> Iterator:
+        try:
+            while True:
+                kind, item = q.get()
+                if kind == "item":
+                    yield item
+                elif kind == "error":
+                    raise item
+                else:
+                    return
+        finally:
+            stop.set()
+            # Unblock a producer waiting on a full queue, then let it exit.
+            while not q.empty():
+                q.get_nowait()
+            thread.join(timeout=5)
+
+    return consume()
+
+
+def to_tables(outcomes: Iterable[RecordingOutcome], bundle: Bundle, *, channels: ChannelMode):
+    """Turn outcomes into the result contract's two tables.
+
+    Returns
+    -------
+    (pandas.DataFrame, pandas.DataFrame)
+        ``segments`` and ``recordings`` with the columns of
+        :func:`audioclf_core.results.segment_columns` and
+        :func:`audioclf_core.results.recording_columns`.
+    """
+    import pandas as pd
+
+    from .results import recording_columns, segment_columns
+
+    labels = bundle.labels
+    model = {"model": bundle.name, "model_version": bundle.version, "model_sha256": bundle.sha256}
+    seg_rows, rec_rows = [], []
+    for out in outcomes:
+        for channel, index, start, end, probs in out.segments:
+            best = int(np.argmax(probs))
+            row = {"recording": out.recording, "channel": channel, "segment": index, "start_s": start, "end_s": end,
+                   "label": labels[best], "confidence": float(probs[best])}
+            row.update({f"p_{lab}": float(p) for lab, p in zip(labels, probs)})
+            seg_rows.append({**row, **model})
+        rec = {"recording": out.recording, "status": out.status, "error": out.error, "duration_s": out.duration_s,
+               "sample_rate": out.sample_rate, "channels": out.channels, "n_segments": out.n_segments}
+        rec.update({f"{lab}_s": s for lab, s in out.label_seconds(labels).items()})
+        rec.update({"silence_s": out.silence_s, "processed_at": out.processed_at, "channel_mode": channels, **model})
+        rec_rows.append(rec)
+    segments = pd.DataFrame(seg_rows, columns=segment_columns(labels))
+    recordings = pd.DataFrame(rec_rows, columns=recording_columns(labels))
+    return segments, recordings

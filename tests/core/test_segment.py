@@ -1,0 +1,183 @@
+"""The silence splitter: known truth, pydub parity, streaming invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydub import AudioSegment
+from pydub.silence import detect_nonsilent
+
+from audioclf_core.errors import ParameterError
+from audioclf_core.params import SilenceParams
+from audioclf_core.segment import SegmentedStream, StreamingSegmenter, split_nonsilent
+
+EXACT = dict(keep_silence_ms=0, min_segment_ms=0, max_segment_s=3600)
+
+
+def _tone(rng, seconds, sr, level_dbfs):
+    n = int(round(seconds * sr))
+    f = rng.uniform(150, 2000)
+    amp = 10 ** (level_dbfs / 20) * np.sqrt(2)
+    return (amp * np.sin(2 * np.pi * f * np.arange(n) / sr + rng.uniform(0, 6))).astype(np.float32)
+
+
+def _quiet(rng, seconds, sr, level_dbfs=-75):
+    return (rng.standard_normal(int(round(seconds * sr))) * 10 ** (level_dbfs / 20)).astype(np.float32)
+
+
+def _signal(seed, sr, *, parts=8, min_gap_s=0.6):
+    """Alternating sound/quiet parts; returns audio and the true sound spans (samples)."""
+    rng = np.random.default_rng(seed)
+    chunks, truth, pos = [], [], 0
+    for i in range(parts):
+        gap = _quiet(rng, rng.uniform(min_gap_s, 2.0), sr)
+        sound = _tone(rng, rng.uniform(0.2, 3.0), sr, rng.uniform(-35, -6))
+        chunks += [gap, sound]
+        truth.append((pos + gap.size, pos + gap.size + sound.size))
+        pos += gap.size + sound.size
+    tail = _quiet(rng, 1.0, sr)
+    return np.concatenate(chunks + [tail]), np.array(truth)
+
+
+def _pydub_ranges(y, sr, *, min_silence_ms, threshold_dbfs):
+    pcm = (np.clip(y, -1, 32767 / 32768) * 32768).astype("<i2")
+    seg = AudioSegment(pcm.tobytes(), frame_rate=sr, sample_width=2, channels=1)
+    return np.array(detect_nonsilent(seg, min_silence_len=int(min_silence_ms), silence_thresh=threshold_dbfs), dtype=float)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_finds_known_sounds(seed):
+    sr = 8000
+    y, truth = _signal(seed, sr)
+    got = split_nonsilent(y, sr=sr, params=SilenceParams(**EXACT))
+    assert got.shape == truth.shape
+    frame = int(0.010 * sr)
+    assert np.abs(got - truth).max() <= frame
+
+
+@pytest.mark.parametrize(
+    "sr,min_silence_ms,threshold_dbfs,seed",
+    [(8000, 500, -50, 0), (16000, 300, -40, 1), (16000, 1000, -45, 2), (44100, 700, -50, 3), (22050, 250, -30, 4)],
+)
+def test_matches_pydub_detect_nonsilent(sr, min_silence_ms, threshold_dbfs, seed):
+    y, _ = _signal(seed, sr, parts=6, min_gap_s=min_silence_ms / 1000 + 0.05)
+    ref_ms = _pydub_ranges(y, sr, min_silence_ms=min_silence_ms, threshold_dbfs=threshold_dbfs)
+    params = SilenceParams(min_silence_ms=min_silence_ms, threshold_dbfs=threshold_dbfs, **EXACT)
+    ours_ms = split_nonsilent(y, sr=sr, params=params) * 1000 / sr
+    assert ours_ms.shape == ref_ms.shape, (ours_ms, ref_ms)
+    # Within one analysis frame (10 ms), plus pydub's own 1 ms grid.
+    assert np.abs(ours_ms - ref_ms).max() <= params.frame_ms + 1
+
+
+def test_matches_pydub_on_gaps_near_min_silence():
+    """Gaps just under and just over min_silence: pydub merges the first, splits the second."""
+    sr, rng = 16000, np.random.default_rng(7)
+    parts = [_quiet(rng, 0.5, sr), _tone(rng, 1.0, sr, -20), _quiet(rng, 0.45, sr), _tone(rng, 1.0, sr, -20),
+             _quiet(rng, 0.56, sr), _tone(rng, 1.0, sr, -20), _quiet(rng, 0.5, sr)]
+    y = np.concatenate(parts)
+    ref = _pydub_ranges(y, sr, min_silence_ms=500, threshold_dbfs=-45)
+    ours = split_nonsilent(y, sr=sr, params=SilenceParams(min_silence_ms=500, threshold_dbfs=-45, **EXACT)) * 1000 / sr
+    assert len(ref) == 2 and ours.shape == ref.shape
+    assert np.abs(ours - ref).max() <= 11
+
+
+@pytest.mark.parametrize("block", [1, 37, 80, 1000, 4096, 10**6])
+def test_block_size_does_not_change_decisions(block):
+    sr = 8000
+    y, _ = _signal(3, sr, parts=10)
+    y = np.concatenate([y, _tone(np.random.default_rng(0), 7.3, sr, -20), _quiet(np.random.default_rng(1), 0.2, sr)])
+    params = SilenceParams(max_segment_s=2.0, threshold_rel_db=-30)
+    whole = split_nonsilent(y, sr=sr, params=params)
+    seg = StreamingSegmenter(sr=sr, params=params)
+    parts = [seg.push(y[i : i + block]) for i in range(0, y.size, block)] + [seg.flush()]
+    assert np.array_equal(np.concatenate(parts), whole)
+
+
+def test_long_sound_reports_every_max_segment():
+    sr = 8000
+    rng = np.random.default_rng(0)
+    y = np.concatenate([_quiet(rng, 1, sr), _tone(rng, 10.0, sr, -20), _quiet(rng, 1, sr)])
+    params = SilenceParams(max_segment_s=3.0, keep_silence_ms=100, min_segment_ms=0)
+    seg = StreamingSegmenter(sr=sr, params=params)
+    # The first 3-s piece is out long before the sound ends (live reporting).
+    first = seg.push(y[: int(5 * sr)])
+    assert first.shape == (1, 2)
+    rest = np.concatenate([seg.push(y[int(5 * sr) :]), seg.flush()])
+    got = np.concatenate([first, rest]) / sr
+    starts = got[:, 0]
+    # Pieces touch each other; padding only where the sound borders silence.
+    assert np.allclose(got[:-1, 1], got[1:, 0])
+    assert starts[0] == pytest.approx(0.9, abs=0.011)
+    assert got[-1, 1] == pytest.approx(11.1, abs=0.011)
+    lengths = np.diff(got, axis=1).ravel()
+    # 3 s pieces; the first also carries its 0.1 s of left padding.
+    assert lengths[:-1] == pytest.approx([3.1] + [3.0] * (len(lengths) - 2), abs=0.011)
+
+
+def test_padding_short_drops_and_bounds():
+    sr = 8000
+    rng = np.random.default_rng(0)
+    y = np.concatenate([_tone(rng, 0.05, sr, -20), _quiet(rng, 1.0, sr), _tone(rng, 1.0, sr, -20), _quiet(rng, 1.0, sr)])
+    got = split_nonsilent(y, sr=sr, params=SilenceParams(keep_silence_ms=200, min_segment_ms=100)) / sr
+    # The 50 ms blip at the very start is dropped; the 1 s tone gets 0.2 s each side.
+    assert got.shape == (1, 2)
+    assert got[0] == pytest.approx([0.85, 2.25], abs=0.011)
+
+
+def test_relative_threshold_follows_the_recording_level():
+    """A quiet archive: speech at -55 dBFS, floor at -85; an absolute -50 sees nothing."""
+    sr = 8000
+    rng = np.random.default_rng(2)
+    y = np.concatenate([_tone(rng, 1, sr, -55), _quiet(rng, 1, sr, -85), _tone(rng, 1, sr, -55), _quiet(rng, 1, sr, -85)])
+    assert split_nonsilent(y, sr=sr, params=SilenceParams(threshold_dbfs=-50)).size == 0
+    rel = SilenceParams(threshold_dbfs=-90, threshold_rel_db=-20, **EXACT)
+    got = split_nonsilent(y, sr=sr, params=rel) / sr
+    assert got == pytest.approx(np.array([[0.0, 1.0], [2.0, 3.0]]), abs=0.011)
+
+
+def test_silence_and_empty_input():
+    sr = 16000
+    assert split_nonsilent(np.zeros(sr * 3, np.float32), sr=sr).shape == (0, 2)
+    assert split_nonsilent(np.zeros(0, np.float32), sr=sr).shape == (0, 2)
+    # Shorter than min_silence: nothing can be silent, pydub keeps it whole.
+    y = _tone(np.random.default_rng(0), 0.3, sr, -20)
+    assert split_nonsilent(y, sr=sr, params=SilenceParams(**EXACT)).tolist() == [[0, y.size]]
+
+
+def test_segmented_stream_returns_the_audio_and_stays_bounded():
+    sr = 8000
+    y, truth = _signal(5, sr, parts=12)
+    params = SilenceParams(keep_silence_ms=0, min_segment_ms=0, max_segment_s=5.0)
+    stream = SegmentedStream(sr=sr, params=params)
+    got, peak = [], 0
+    for i in range(0, y.size, 800):
+        got += stream.push(y[i : i + 800])
+        peak = max(peak, stream._buf.size)
+    got += stream.flush()
+    assert [[a, b] for a, b, _ in got] == split_nonsilent(y, sr=sr, params=params).tolist()
+    for a, b, audio in got:
+        assert np.array_equal(audio, y[a:b])
+    # Never more than a max-length segment, its silence window and a block.
+    assert peak <= (5.0 + 0.5 + 0.1) * sr + 800
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(min_silence_ms=0), dict(threshold_dbfs=5), dict(keep_silence_ms=400, min_silence_ms=500), dict(max_segment_s=0),
+     dict(frame_ms=20, min_silence_ms=10)],
+)
+def test_bad_parameters_are_refused_by_name(kwargs):
+    with pytest.raises(ParameterError) as err:
+        SilenceParams(**kwargs)
+    assert next(iter(kwargs)) in str(err.value)
+
+
+def test_bad_calls():
+    with pytest.raises(ParameterError, match="sr"):
+        StreamingSegmenter(sr=0)
+    seg = StreamingSegmenter(sr=8000)
+    with pytest.raises(ParameterError, match="1-D"):
+        seg.push(np.zeros((10, 2), np.float32))
+    seg.flush()
+    with pytest.raises(ParameterError, match="after flush"):
+        seg.push(np.zeros(10, np.float32))
