@@ -20,6 +20,10 @@ from .params import FeatureParams
 
 _AMIN = 1e-10
 _EPS = 1e-6
+# Samples below this (-200 dBFS, far under 24-bit quantisation) are zeroed:
+# resampler ringing leaves values near 1e-15 in digital silence, and their
+# products go denormal inside the FFT, which makes it 5-6x slower.
+_TINY = np.float32(1e-10)
 
 
 def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
@@ -120,6 +124,7 @@ class FeatureExtractor:
         n = self.n_frames(y.size)
         if n == 0:
             return np.zeros((0, self.n_features), dtype=np.float32)
+        y = np.where(np.abs(y) < _TINY, np.float32(0), y)
         framed = np.lib.stride_tricks.sliding_window_view(y, p.n_fft)[:: p.hop_length][:n] * self._window
         spec = scipy.fft.rfft(framed, axis=1)
         if p.kind == "spectrogram":
