@@ -1,0 +1,727 @@
+"""Tests for audioclf_core.audio_io with real files, real libsndfile and real ffmpeg.
+
+Every fixture is generated here from a signal whose content is known: channel
+``c`` is a sine of frequency ``_FREQS_HZ[c]`` and amplitude ``_AMPS[c]``, so a
+decoded file can be checked sample by sample (lossless codecs) or by its
+spectrum and level (lossy ones), and a swapped channel shows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import tracemalloc
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioclf_core import audio_io
+from audioclf_core.audio_io import AUDIO_EXTENSIONS, AudioInfo, expand_inputs, open_audio
+from audioclf_core.errors import DecodeError, ParameterError
+
+_FREQS_HZ = (220.0, 380.0, 540.0, 700.0, 860.0, 1020.0, 1180.0, 1340.0)
+_AMPS = (0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3)
+
+needs_ffmpeg = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="ffmpeg is not installed"
+)
+needs_sox = pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed")
+
+
+def truth(sr: int, channels: int, seconds: float = 1.0) -> np.ndarray:
+    """float32 (frames, channels): channel c = _AMPS[c] * sin(2 pi _FREQS_HZ[c] t)."""
+    t = np.arange(round(sr * seconds)) / sr
+    cols = [_AMPS[c] * np.sin(2 * np.pi * _FREQS_HZ[c] * t) for c in range(channels)]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def decode_all(uri: str, block_frames: int = 1000, **kwargs) -> tuple[AudioInfo, np.ndarray]:
+    """Decode a whole recording, checking the block contract on the way."""
+    with open_audio(uri, **kwargs) as reader:
+        blocks = list(reader.blocks(block_frames))
+        info = reader.info
+    assert blocks, "no blocks"
+    for b in blocks:
+        assert b.dtype == np.float32
+        assert b.ndim == 2 and b.shape[1] == info.channels
+    assert all(len(b) == block_frames for b in blocks[:-1])
+    assert 1 <= len(blocks[-1]) <= block_frames
+    return info, np.concatenate(blocks)
+
+
+def ffmpeg_encode(src: Path, dst: Path, *args: str) -> Path:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), *args, str(dst)], check=True)
+    return dst
+
+
+def write_float_wav(path: Path, x: np.ndarray, sr: int) -> Path:
+    sf.write(path, x, sr, subtype="FLOAT")
+    return path
+
+
+# --------------------------------------------------------------------------
+# Formats: every decoder path against a known signal
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    sr: int
+    channels: int
+    codec: str  # expected AudioInfo.codec: which decoder handled it
+    atol: float | None  # max abs error against the truth; None = lossy, checked by spectrum and level
+    rms_rtol: float = 0.15
+    frames_tol: int = 0  # |info.frames - truth| and |decoded - truth|
+    tools: tuple[str, ...] = ()  # external programs the writer (or the decoder) needs
+
+
+def _sf_case(subtype: str, ext: str, fmt: str | None = None):
+    def write(tmp: Path, x: np.ndarray, sr: int) -> Path:
+        path = tmp / f"signal{ext}"
+        sf.write(path, x, sr, subtype=subtype, format=fmt)
+        return path
+
+    return write
+
+
+def _ffmpeg_case(ext: str, *args: str):
+    def write(tmp: Path, x: np.ndarray, sr: int) -> Path:
+        return ffmpeg_encode(write_float_wav(tmp / "src.wav", x, sr), tmp / f"signal{ext}", *args)
+
+    return write
+
+
+def _sox_gsm(tmp: Path, x: np.ndarray, sr: int) -> Path:
+    src = tmp / "src.wav"
+    sf.write(src, x, sr, subtype="PCM_16")
+    subprocess.run(["sox", str(src), str(tmp / "signal.gsm")], check=True)
+    return tmp / "signal.gsm"
+
+
+# Lossy frame tolerances are what the codecs were seen to add or drop (AAC's
+# 128-frame tail, WMA's 512-frame blocks, GSM-in-WAV's 320-frame blocks,
+# ffmpeg's bitrate estimate for an MP3 without a Xing header), with margin.
+FF = ("ffmpeg",)
+CASES = [
+    (Case("wav-u8", 8000, 1, "WAV/PCM_U8", 1 / 120), _sf_case("PCM_U8", ".wav")),
+    (Case("wav-16", 16000, 2, "WAV/PCM_16", 1e-4), _sf_case("PCM_16", ".wav")),
+    (Case("wav-24", 22050, 6, "WAV/PCM_24", 1e-6), _sf_case("PCM_24", ".wav")),
+    (Case("wav-32", 44100, 8, "WAV/PCM_32", 1e-6), _sf_case("PCM_32", ".wav")),
+    (Case("wav-float", 48000, 2, "WAV/FLOAT", 1e-7), _sf_case("FLOAT", ".wav")),
+    (Case("wav-double", 96000, 1, "WAV/DOUBLE", 1e-7), _sf_case("DOUBLE", ".wav")),
+    (Case("wav-ulaw", 8000, 1, "WAV/ULAW", 0.02), _sf_case("ULAW", ".wav")),
+    (Case("wav-alaw", 8000, 2, "WAV/ALAW", 0.02), _sf_case("ALAW", ".wav")),
+    (Case("flac-16", 44100, 2, "FLAC/PCM_16", 1e-4), _sf_case("PCM_16", ".flac")),
+    (Case("flac-24", 96000, 6, "FLAC/PCM_24", 1e-6), _sf_case("PCM_24", ".flac")),
+    (Case("aiff-16", 22050, 2, "AIFF/PCM_16", 1e-4), _sf_case("PCM_16", ".aiff")),
+    (Case("caf-24", 16000, 1, "CAF/PCM_24", 1e-6), _sf_case("PCM_24", ".caf")),
+    (Case("w64-float", 48000, 2, "W64/FLOAT", 1e-7), _sf_case("FLOAT", ".w64")),
+    (Case("au-ulaw", 8000, 1, "AU/ULAW", 0.02), _sf_case("ULAW", ".au")),
+    (Case("ogg-vorbis", 22050, 2, "OGG/VORBIS", None), _sf_case("VORBIS", ".ogg")),
+    (Case("opus-sf", 48000, 2, "OGG/OPUS", None), _sf_case("OPUS", ".opus", "OGG")),
+    # libsndfile's own MP3s have an approximate seek index: soundfile's read(),
+    # which seeks around every block, turns them into garbage after ~2 blocks.
+    (Case("mp3-sf", 16000, 1, "MP3", None), _sf_case("MPEG_LAYER_III", ".mp3", "MP3")),
+    (
+        Case("mp3-lame-cbr", 44100, 2, "MP3", None, tools=FF),
+        _ffmpeg_case(".mp3", "-c:a", "libmp3lame", "-b:a", "128k"),
+    ),
+    (
+        # VBR without a Xing header: libsndfile would stop after ~15 % of it.
+        Case("mp3-vbr-no-xing", 22050, 2, "ffmpeg:mp3", None, frames_tol=2500, tools=FF),
+        _ffmpeg_case(".mp3", "-c:a", "libmp3lame", "-q:a", "5", "-write_xing", "0"),
+    ),
+    (
+        Case("m4a-aac", 48000, 2, "ffmpeg:aac", None, frames_tol=1100, tools=FF),
+        _ffmpeg_case(".m4a", "-c:a", "aac", "-b:a", "96k"),
+    ),
+    (Case("wma", 16000, 2, "ffmpeg:wmav2", None, frames_tol=1100, tools=FF), _ffmpeg_case(".wma", "-c:a", "wmav2")),
+    (
+        Case("webm-opus", 48000, 2, "ffmpeg:opus", None, frames_tol=1100, tools=FF),
+        _ffmpeg_case(".webm", "-c:a", "libopus"),
+    ),
+    (
+        Case("gsm-raw-ffmpeg", 8000, 1, "ffmpeg:gsm", None, rms_rtol=0.35, tools=FF),
+        _ffmpeg_case(".gsm", "-c:a", "libgsm"),
+    ),
+    (Case("gsm-raw-sox", 8000, 1, "ffmpeg:gsm", None, rms_rtol=0.35, tools=("sox", "ffmpeg")), _sox_gsm),
+    (
+        Case("gsm-in-wav", 8000, 1, "WAV/GSM610", None, rms_rtol=0.35, frames_tol=320, tools=FF),
+        _ffmpeg_case(".wav", "-c:a", "libgsm_ms"),
+    ),
+]
+
+
+def _needs(tools: tuple[str, ...]) -> list:
+    return [needs_ffmpeg if tool == "ffmpeg" else needs_sox for tool in tools]
+
+
+@pytest.mark.parametrize(
+    ("case", "writer"), [pytest.param(c, w, id=c.name, marks=_needs(c.tools)) for c, w in CASES]
+)
+def test_decodes_known_signal(tmp_path: Path, case: Case, writer) -> None:
+    x = truth(case.sr, case.channels)
+    path = writer(tmp_path, x, case.sr)
+
+    info, y = decode_all(str(path), block_frames=1000)
+
+    assert info.uri == str(path)
+    assert info.codec == case.codec
+    assert (info.sample_rate, info.channels) == (case.sr, case.channels)
+    assert info.frames is not None and abs(info.frames - len(x)) <= case.frames_tol
+    assert info.duration_s == pytest.approx(info.frames / case.sr)
+    assert abs(len(y) - len(x)) <= case.frames_tol
+    assert y.shape[1] == case.channels
+
+    if case.atol is not None:
+        # Lossless (up to quantisation): the very samples, channel by channel.
+        np.testing.assert_allclose(y, x, rtol=0, atol=case.atol)
+        return
+    # Lossy: codec delay shifts the samples, so compare what survives it: each
+    # channel's frequency and level, which also pins the channel order.
+    mid = y[len(y) // 4 : 3 * len(y) // 4]
+    freqs = np.fft.rfftfreq(len(mid), 1 / case.sr)
+    for c in range(case.channels):
+        peak = freqs[np.argmax(np.abs(np.fft.rfft(mid[:, c])))]
+        assert abs(peak - _FREQS_HZ[c]) <= 3, f"channel {c}: peak at {peak} Hz"
+        rms = float(np.sqrt(np.mean(mid[:, c] ** 2)))
+        assert rms == pytest.approx(_AMPS[c] / np.sqrt(2), rel=case.rms_rtol), f"channel {c}"
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("ext", [".ogg", ".opus"])
+def test_multichannel_ogg_keeps_wav_channel_order(tmp_path: Path, ext: str) -> None:
+    # Ogg stores 5.1 as L, C, R, Ls, Rs, LFE; libsndfile hands that order on,
+    # so such a file goes to ffmpeg, which restores WAV's L, R, C, LFE, Ls, Rs.
+    x = truth(48000, 6)
+    args = ["-c:a", "libvorbis"] if ext == ".ogg" else ["-c:a", "libopus", "-mapping_family", "1"]
+    path = ffmpeg_encode(write_float_wav(tmp_path / "src.wav", x, 48000), tmp_path / f"x{ext}", *args)
+    info, y = decode_all(str(path), block_frames=4096)
+    assert info.codec.startswith("ffmpeg:") and info.channels == 6
+    freqs = np.fft.rfftfreq(len(y), 1 / 48000)
+    for c in (0, 1, 2, 4, 5):  # the encoders low-pass the LFE channel (3) at ~120 Hz
+        peak = freqs[np.argmax(np.abs(np.fft.rfft(y[:, c])))]
+        assert abs(peak - _FREQS_HZ[c]) <= 3, f"channel {c}: peak at {peak} Hz"
+
+
+def test_block_sizes_and_concatenation(tmp_path: Path) -> None:
+    x = truth(8000, 2, seconds=1.2345)  # 9876 frames: no block size divides it evenly
+    path = tmp_path / "x.wav"
+    sf.write(path, x, 8000, subtype="FLOAT")
+    for block_frames in (1, 7, 1000, 9876, 10**6):
+        with open_audio(str(path)) as reader:
+            blocks = list(reader.blocks(block_frames))
+        assert all(1 <= len(b) <= block_frames for b in blocks)
+        assert sum(len(b) for b in blocks) == len(x)
+        np.testing.assert_array_equal(np.concatenate(blocks), x)
+
+
+def test_blocks_restarts_from_the_beginning(tmp_path: Path) -> None:
+    x = truth(8000, 1)
+    path = tmp_path / "x.wav"
+    sf.write(path, x, 8000, subtype="FLOAT")
+    with open_audio(str(path)) as reader:
+        first = np.concatenate(list(reader.blocks(300)))
+        stale = reader.blocks(300)
+        next(stale)
+        second = np.concatenate(list(reader.blocks(700)))
+        np.testing.assert_array_equal(first, x)
+        np.testing.assert_array_equal(second, x)
+        with pytest.raises(DecodeError, match="restarted"):
+            next(stale)
+
+
+@needs_ffmpeg
+def test_ffmpeg_blocks_restart_and_early_stop_kills_ffmpeg(tmp_path: Path) -> None:
+    x = truth(16000, 2, seconds=3)
+    path = ffmpeg_encode(write_float_wav(tmp_path / "src.wav", x, 16000), tmp_path / "x.m4a", "-c:a", "aac")
+    with open_audio(str(path)) as reader:
+        a = np.concatenate(list(reader.blocks(512)))
+        b = np.concatenate(list(reader.blocks(4096)))
+        np.testing.assert_array_equal(a, b)
+        it = reader.blocks(256)
+        next(it)
+        assert _children() != set(), "ffmpeg should be running mid-stream"
+        it.close()
+        assert _children() == set()
+        again = reader.blocks(256)
+        next(again)
+        assert _children() != set()
+    assert _children() == set()  # close() stops it too
+
+
+def _children() -> set[int]:
+    """PIDs of this process's live (non-zombie) children, from /proc."""
+    pids = set()
+    task_dir = Path(f"/proc/{os.getpid()}/task")
+    if not task_dir.exists():
+        pytest.skip("needs Linux /proc")
+    for task in task_dir.iterdir():
+        try:
+            pids |= {int(p) for p in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    live = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            live.add(pid)
+    return live
+
+
+def test_memory_url_and_file_url(tmp_path: Path, memfs_root: str) -> None:
+    x = truth(16000, 2)
+    path = tmp_path / "x.flac"
+    sf.write(path, x, 16000, subtype="PCM_24")
+    mem = fsspec.filesystem("memory")
+    mem.pipe(f"{memfs_root}/calls/x.flac", path.read_bytes())
+
+    for uri in (f"memory://{memfs_root.lstrip('/')}/calls/x.flac", path.as_uri()):
+        info, y = decode_all(uri, block_frames=4096)
+        assert info.uri == uri
+        assert (info.sample_rate, info.channels, info.frames, info.codec) == (16000, 2, 16000, "FLAC/PCM_24")
+        np.testing.assert_allclose(y, x, atol=1e-6)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("ext", [".m4a", ".gsm"])
+def test_remote_ffmpeg_input_is_copied_and_the_copy_removed(
+    tmp_path: Path, memfs_root: str, monkeypatch: pytest.MonkeyPatch, ext: str
+) -> None:
+    sr, ch = (16000, 2) if ext == ".m4a" else (8000, 1)
+    x = truth(sr, ch)
+    path = ffmpeg_encode(write_float_wav(tmp_path / "src.wav", x, sr), tmp_path / f"x{ext}")
+    fsspec.filesystem("memory").pipe(f"{memfs_root}/x{ext}", path.read_bytes())
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    uri = f"memory://{memfs_root.lstrip('/')}/x{ext}"
+    with open_audio(uri) as reader:
+        assert reader.info.codec.startswith("ffmpeg:")
+        assert [p.suffix for p in scratch.iterdir()] == [ext]  # raw GSM is found by its extension
+        y = np.concatenate(list(reader.blocks(1024)))
+    assert list(scratch.iterdir()) == []
+    assert abs(len(y) - len(x)) <= 1100
+    assert reader.info.sample_rate == sr and y.shape[1] == ch
+
+
+@pytest.mark.parametrize("via", ["libsndfile", pytest.param("ffmpeg", marks=needs_ffmpeg)])
+def test_long_file_is_decoded_in_bounded_memory(tmp_path: Path, via: str) -> None:
+    sr, minutes, block_frames = 8000, 10, 4096
+    one_second = truth(sr, 1)
+    n = sr * 60 * minutes
+    if via == "libsndfile":
+        path = tmp_path / "long.wav"
+        with sf.SoundFile(path, "w", samplerate=sr, channels=1, subtype="PCM_16") as out:
+            for _ in range(60 * minutes):
+                out.write(one_second)
+    else:
+        src = tmp_path / "long.wav"
+        with sf.SoundFile(src, "w", samplerate=sr, channels=1, subtype="PCM_16") as out:
+            for _ in range(60 * minutes):
+                out.write(one_second)
+        path = ffmpeg_encode(src, tmp_path / "long.gsm", "-c:a", "libgsm")
+        src.unlink()
+    decoded_bytes = n * 4  # what a whole-file read would hold: 19.2 MB
+
+    frames = 0
+    largest = 0
+    energy = 0.0
+    tracemalloc.start()
+    try:
+        with open_audio(str(path)) as reader:
+            for block in reader.blocks(block_frames):
+                largest = max(largest, len(block))
+                frames += len(block)
+                energy += float(np.sum(block.astype(np.float64) ** 2))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert largest <= block_frames
+    assert abs(frames - n) <= 320
+    assert np.sqrt(energy / frames) == pytest.approx(_AMPS[0] / np.sqrt(2), rel=0.35 if via == "ffmpeg" else 1e-3)
+    assert peak < decoded_bytes / 10, f"peak traced memory {peak} bytes"
+
+
+# --------------------------------------------------------------------------
+# Bad input: each a DecodeError naming the file and the reason
+
+
+def _expect_open_error(uri: str, *fragments: str) -> str:
+    with pytest.raises(DecodeError) as err:
+        with open_audio(uri) as reader:
+            for _ in reader.blocks(4096):
+                pass
+    msg = str(err.value)
+    assert uri in msg
+    for fragment in fragments:
+        assert fragment in msg
+    return msg
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    path.touch()
+    assert _expect_open_error(str(path), "empty file (0 bytes)").startswith(f"cannot decode {path}:")
+
+
+def test_truncated_wav_header(tmp_path: Path) -> None:
+    full = tmp_path / "full.wav"
+    sf.write(full, truth(8000, 1), 8000, subtype="PCM_16")
+    path = tmp_path / "head.wav"
+    path.write_bytes(full.read_bytes()[:20])
+    _expect_open_error(str(path), "corrupt or truncated header", "Malformed 'fmt ' chunk", "only 20 bytes")
+
+
+def test_header_only_wav_has_no_frames(tmp_path: Path) -> None:
+    full = tmp_path / "full.wav"
+    sf.write(full, truth(8000, 1), 8000, subtype="PCM_16")
+    path = tmp_path / "head.wav"
+    path.write_bytes(full.read_bytes()[:44])
+    _expect_open_error(str(path), "no audio (0 frames)")
+
+
+def test_wav_data_shorter_than_its_header(tmp_path: Path) -> None:
+    full = tmp_path / "full.wav"
+    sf.write(full, truth(8000, 1, seconds=2), 8000, subtype="PCM_16")
+    path = tmp_path / "cut.wav"
+    data = full.read_bytes()
+    path.write_bytes(data[: 44 + 8000 * 2])  # one of two seconds
+    _expect_open_error(str(path), "truncated", "ends at 1.00 s", "promises 2.00 s")
+
+
+def test_wav_with_placeholder_size_is_not_truncated(tmp_path: Path) -> None:
+    # Streaming recorders write 0xFFFFFFFF as the data size until they finish.
+    x = truth(8000, 1)
+    path = tmp_path / "stream.wav"
+    sf.write(path, x, 8000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    assert data[36:40] == b"data"
+    data[40:44] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    info, y = decode_all(str(path))
+    assert info.frames == len(x)
+    np.testing.assert_allclose(y[:, 0], x[:, 0], atol=1e-4)
+
+
+def test_flac_cut_midway(tmp_path: Path) -> None:
+    full = tmp_path / "full.flac"
+    sf.write(full, truth(16000, 1, seconds=4), 16000, subtype="PCM_16")
+    path = tmp_path / "cut.flac"
+    data = full.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    msg = _expect_open_error(str(path), "decoding failed at", "lost sync")
+    at = float(msg.split("decoding failed at ")[1].split(" s")[0])
+    assert 1.0 < at < 2.1, msg  # the cut is at about 2 s of 4
+
+
+def test_mp3_with_xing_header_cut_midway(tmp_path: Path) -> None:
+    full = tmp_path / "full.mp3"
+    sf.write(full, truth(16000, 1, seconds=3), 16000, format="MP3")
+    path = tmp_path / "cut.mp3"
+    data = full.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _expect_open_error(str(path), "truncated or corrupt", "promises 3.00 s")
+
+
+@needs_ffmpeg
+def test_m4a_cut_midway(tmp_path: Path) -> None:
+    src = write_float_wav(tmp_path / "src.wav", truth(16000, 2, seconds=3), 16000)
+    full = ffmpeg_encode(src, tmp_path / "full.m4a", "-c:a", "aac", "-movflags", "+faststart")
+    path = tmp_path / "cut.m4a"
+    data = full.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    msg = _expect_open_error(str(path), "decoding failed at")
+    at = float(msg.split("decoding failed at ")[1].split(" s")[0])
+    assert 0.5 < at < 2.5, msg
+
+
+def test_random_bytes_named_wav(tmp_path: Path) -> None:
+    path = tmp_path / "noise.wav"
+    path.write_bytes(np.random.default_rng(0).bytes(10_000))
+    _expect_open_error(str(path), "not an audio file")
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "notes.mp3"])
+def test_text_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text("call id,agent,minutes\n" * 50)
+    _expect_open_error(str(path), "not an audio file (it looks like text)")
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    uri = str(tmp_path / "nope.wav")
+    assert _expect_open_error(uri, "no such file") == f"cannot open {uri}: no such file"
+
+
+def test_missing_memory_url(memfs_root: str) -> None:
+    uri = f"memory://{memfs_root.lstrip('/')}/nope.wav"
+    assert _expect_open_error(uri, "no such file") == f"cannot open {uri}: no such file"
+
+
+def test_directory_is_not_a_file(tmp_path: Path) -> None:
+    (tmp_path / "calls.wav").mkdir()
+    _expect_open_error(str(tmp_path / "calls.wav"), "is a directory")
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "locked.wav"
+    sf.write(path, truth(8000, 1), 8000)
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("running as a user (root) who can read a mode-000 file")
+        _expect_open_error(str(path), "permission denied")
+    finally:
+        path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+@pytest.mark.parametrize(("bad", "subtype"), [(np.nan, "FLOAT"), (np.inf, "FLOAT"), (-np.inf, "DOUBLE")])
+def test_nan_or_inf_samples(tmp_path: Path, bad: float, subtype: str) -> None:
+    x = truth(8000, 2, seconds=2)
+    x[12345, 1] = bad
+    path = tmp_path / "bad.wav"
+    sf.write(path, x, 8000, subtype=subtype)
+    with open_audio(str(path)) as reader:
+        seen = 0
+        with pytest.raises(DecodeError) as err:
+            for block in reader.blocks(5000):
+                seen += len(block)
+    assert str(err.value) == f"cannot decode {path}: contains NaN/inf samples at 1.54 s"  # 12345 / 8000 s
+    assert seen == 10000  # the two clean blocks came through first
+
+
+@pytest.mark.parametrize("sr", [500, 400_000])
+def test_sample_rate_out_of_range(tmp_path: Path, sr: int) -> None:
+    path = tmp_path / f"r{sr}.wav"
+    sf.write(path, np.zeros(2000, dtype=np.float32), sr)
+    _expect_open_error(str(path), f"sample rate {sr} Hz is outside 1000..384000 Hz")
+
+
+def test_without_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wav = tmp_path / "x.wav"
+    sf.write(wav, truth(8000, 1), 8000)
+    m4a = tmp_path / "x.m4a"
+    m4a.write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(1000))  # libsndfile cannot read it either way
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    _expect_open_error(str(m4a), "needs ffmpeg, which is not installed")
+    info, _ = decode_all(str(wav))  # libsndfile's formats do not need it
+    assert info.codec == "WAV/PCM_16"
+
+
+def test_parameter_errors(tmp_path: Path) -> None:
+    path = tmp_path / "x.wav"
+    sf.write(path, truth(8000, 1), 8000)
+    with open_audio(str(path)) as reader:
+        for bad in (0, -5, 1.5, True, "100"):
+            with pytest.raises(ParameterError, match="block_frames"):
+                reader.blocks(bad)  # raised at the call, before any iteration
+    with pytest.raises(ParameterError, match="closed"):
+        reader.blocks(100)
+    with pytest.raises(ParameterError):
+        open_audio("")
+
+
+def test_unknown_protocol() -> None:
+    with pytest.raises(DecodeError, match=r"^cannot open nosuchproto://b/x\.wav: "):
+        open_audio("nosuchproto://b/x.wav")
+
+
+def test_read_error_midway_is_not_taken_for_the_end(
+    tmp_path: Path, memfs_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libsndfile reads through callbacks that turn an exception into "0 bytes",
+    # that is, a clean end of file: a dropped connection must still show.
+    from fsspec.implementations.memory import MemoryFile
+
+    path = tmp_path / "x.wav"
+    sf.write(path, truth(8000, 1, seconds=2), 8000, subtype="PCM_16")
+    fsspec.filesystem("memory").pipe(f"{memfs_root}/x.wav", path.read_bytes())
+    real_read = MemoryFile.read
+
+    def flaky_read(self, n=-1):
+        if self.tell() >= 16_044:  # after one second of 16-bit audio
+            raise ConnectionResetError("connection reset by peer")
+        return real_read(self, n)
+
+    monkeypatch.setattr(MemoryFile, "read", flaky_read)
+    uri = f"memory://{memfs_root.lstrip('/')}/x.wav"
+    msg = _expect_open_error(uri, "read error at", "connection reset by peer")
+    at = float(msg.split("read error at ")[1].split(" s")[0])
+    assert 0.9 <= at <= 1.6, msg  # libsndfile reads ahead by up to 8 KiB (0.5 s here)
+
+
+@needs_ffmpeg
+def test_s3_prefix_glob_and_decoding(tmp_path: Path, s3_server, s3_bucket: str) -> None:
+    import s3fs
+
+    options = s3_server.storage_options
+    fs = s3fs.S3FileSystem(**options)
+    x = truth(16000, 2)
+    flac = tmp_path / "a.flac"
+    sf.write(flac, x, 16000, subtype="PCM_16")
+    m4a = ffmpeg_encode(write_float_wav(tmp_path / "src.wav", x, 16000), tmp_path / "b.m4a", "-c:a", "aac")
+    for key, src in [("2026/11/a.flac", flac), ("2026/11/deep/b.m4a", m4a), ("2026/12/c.FLAC", flac)]:
+        fs.pipe(f"{s3_bucket}/{key}", src.read_bytes())
+    fs.pipe(f"{s3_bucket}/2026/11/manifest.json", b"{}")
+    base = f"s3://{s3_bucket}"
+
+    uris, warnings = expand_inputs(
+        [f"{base}/2026/11/", f"{base}/2026/*/c.FLAC", f"{base}/2026/11/a.flac", f"{base}/empty/"],
+        storage_options=options,
+    )
+    assert uris == [f"{base}/2026/11/a.flac", f"{base}/2026/11/deep/b.m4a", f"{base}/2026/12/c.FLAC"]
+    assert warnings == [f"no recordings under '{base}/empty/' (nothing is stored under that prefix)"]
+
+    info, y = decode_all(uris[0], storage_options=options)  # streamed through libsndfile
+    assert (info.codec, info.frames) == ("FLAC/PCM_16", len(x))
+    np.testing.assert_allclose(y, x, atol=1e-4)
+    info, y = decode_all(uris[1], storage_options=options)  # copied, then ffmpeg
+    assert info.codec == "ffmpeg:aac" and abs(len(y) - len(x)) <= 1100
+    assert _expect_open_error(f"{base}/2026/11/nope.wav") == f"cannot open {base}/2026/11/nope.wav: no such file"
+
+
+# --------------------------------------------------------------------------
+# expand_inputs
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "calls"
+    for rel in ["a.wav", "B.WAV", "notes.txt", "sub/c.Flac", "sub/e.json", "sub/deeper/d.mp3", "sub/deeper/f.m4a"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    (root / "empty").mkdir()
+    return root
+
+
+def test_expand_folder_recursive_case_insensitive(tree: Path) -> None:
+    uris, warnings = expand_inputs([str(tree)])
+    expected = ["B.WAV", "a.wav", "sub/c.Flac", "sub/deeper/d.mp3", "sub/deeper/f.m4a"]
+    assert uris == [str(tree / rel) for rel in expected]
+    assert warnings == []
+
+
+def test_expand_extension_filter(tree: Path) -> None:
+    uris, _ = expand_inputs([str(tree) + "/"], extensions={".FLAC", ".m4a"})
+    assert uris == [str(tree / "sub/c.Flac"), str(tree / "sub/deeper/f.m4a")]
+
+
+def test_expand_explicit_file_whatever_its_extension(tree: Path) -> None:
+    uris, warnings = expand_inputs([str(tree / "notes.txt")])
+    assert (uris, warnings) == ([str(tree / "notes.txt")], [])
+
+
+def test_expand_glob(tree: Path) -> None:
+    uris, warnings = expand_inputs([str(tree / "*.wav"), str(tree / "**" / "*.mp3")])
+    assert uris == [str(tree / "a.wav"), str(tree / "sub/deeper/d.mp3")]
+    assert warnings == []
+
+
+def test_expand_glob_matching_a_folder(tree: Path) -> None:
+    uris, _ = expand_inputs([str(tree / "su*")])
+    assert uris == [str(tree / rel) for rel in ["sub/c.Flac", "sub/deeper/d.mp3", "sub/deeper/f.m4a"]]
+
+
+def test_expand_empty_glob_and_empty_folder_warn(tree: Path) -> None:
+    uris, warnings = expand_inputs([str(tree / "*.opus"), str(tree / "empty"), str(tree / "sub/*.json")])
+    assert uris == []
+    assert warnings == [
+        f"no recordings match '{tree / '*.opus'}'",
+        f"no recordings under '{tree / 'empty'}'",
+        f"no recordings match '{tree / 'sub/*.json'}' (1 other file, none with an audio extension)",
+    ]
+
+
+def test_expand_dedups_and_keeps_input_order(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tree.parent)
+    a = str(tree / "a.wav")
+    uris, _ = expand_inputs(["calls/sub/deeper/d.mp3", str(tree), a, "file://" + a, "calls/a.wav", str(tree / "*.wav")])
+    assert uris == [
+        str(tree / "sub/deeper/d.mp3"),  # relative paths come back absolute
+        str(tree / "B.WAV"),
+        a,
+        str(tree / "sub/c.Flac"),
+        str(tree / "sub/deeper/f.m4a"),
+    ]
+
+
+def test_expand_missing_path_is_kept(tree: Path) -> None:
+    missing = str(tree / "gone.wav")
+    uris, warnings = expand_inputs([missing, str(tree / "a.wav")])
+    assert uris == [missing, str(tree / "a.wav")]
+    assert len(warnings) == 1 and f"'{missing}' does not exist" in warnings[0]
+
+
+def test_expand_memory_folder(tmp_path: Path, memfs_root: str) -> None:
+    mem = fsspec.filesystem("memory")
+    wav = tmp_path / "x.wav"
+    sf.write(wav, truth(8000, 1), 8000)
+    for rel in ["2026/11/b.wav", "2026/11/a.MP3", "2026/11/meta.json", "2026/12/c.wav"]:
+        mem.pipe(f"{memfs_root}/{rel}", wav.read_bytes())
+    base = f"memory://{memfs_root.lstrip('/')}"
+
+    uris, warnings = expand_inputs([f"{base}/2026/11/", f"{base}/2026/*/c.wav", f"{base}/2026/11/b.wav"])
+    assert uris == [f"{base}/2026/11/a.MP3", f"{base}/2026/11/b.wav", f"{base}/2026/12/c.wav"]
+    assert warnings == []
+    info, _ = decode_all(uris[1])  # what comes out opens
+    assert info.frames == 8000
+
+    uris, warnings = expand_inputs([f"{base}/nothing/", f"{base}/nothing.wav", f"{base}/2026/*.flac"])
+    assert uris == [f"{base}/nothing.wav"]
+    assert warnings == [
+        f"no recordings under '{base}/nothing/' (nothing is stored under that prefix)",
+        f"'{base}/nothing.wav' does not exist; kept, to be reported as an error",
+        f"no recordings match '{base}/2026/*.flac'",
+    ]
+
+
+def test_expand_parameter_errors(tree: Path) -> None:
+    with pytest.raises(ParameterError, match="single string"):
+        expand_inputs(str(tree))
+    with pytest.raises(ParameterError, match="not a path or URL"):
+        expand_inputs([""])
+    with pytest.raises(ParameterError, match="starting with a dot"):
+        expand_inputs([str(tree)], extensions={"wav"})
+
+
+def test_audio_extensions() -> None:
+    assert all(e.startswith(".") and e == e.lower() for e in AUDIO_EXTENSIONS)
+    assert {".wav", ".flac", ".mp3", ".m4a", ".gsm", ".opus", ".amr", ".wma", ".webm"} <= AUDIO_EXTENSIONS
+
+
+def test_core_io_imports_no_orchestration_or_cli() -> None:
+    code = (
+        "import sys, audioclf_core.audio_io; "
+        "bad = {'prefect', 'sounddevice', 'typer', 's3fs', 'librosa', 'pydub'} & set(sys.modules); "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture
+def memfs_root() -> str:
+    """A private folder in fsspec's process-wide memory filesystem, removed afterwards."""
+    root = f"/audioclf-test-{uuid.uuid4().hex}"
+    yield root
+    mem = fsspec.filesystem("memory")
+    if mem.exists(root):
+        mem.rm(root, recursive=True)
+
+
+def test_module_has_the_documented_api() -> None:
+    assert set(audio_io.__all__) >= {"AUDIO_EXTENSIONS", "AudioInfo", "AudioReader", "expand_inputs", "open_audio"}
