@@ -68,15 +68,16 @@ def run_classify(
     if channels not in ("mix", "split"):
         raise ParameterError(f"--channels {channels!r}: use 'mix' or 'split'")
     uris, warnings = expand_inputs(inputs, storage_options=options)
-    summary = ClassifySummary(out=out, model=f"{bundle.name} {bundle.version}", warnings=list(warnings))
-    if console is not None:
-        for w in warnings:
-            console.print(f"[yellow]warning:[/] {w}")
-        if not bundle.manifest.trained:
-            console.print(f"[yellow]warning:[/] model {bundle.name!r} is untrained: its labels are placeholders")
     if not uris:
         raise ParameterError("no recordings found in " + ", ".join(repr(i) for i in inputs))
     store = ResultStore(out, storage_options=options)
+    store.check_writable(bundle.labels)
+    summary = ClassifySummary(out=store.out, model=f"{bundle.name} {bundle.version}", warnings=list(warnings))
+    if console is not None:
+        for w in warnings:
+            console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        if not bundle.manifest.trained:
+            console.print(f"[yellow]warning:[/] model {bundle.name!r} is untrained: its labels are placeholders")
     clf = Classifier(bundle, silence=params, channels=channels, batch_windows=batch_windows, storage_options=options)
 
     progress = _progress(console)

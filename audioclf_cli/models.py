@@ -12,13 +12,14 @@ from audioclf_core.bundle import DEFAULT_MODEL, load_bundle, shipped_bundles
 
 def list_models(*, console: Console) -> None:
     """Print one line per shipped bundle."""
-    table = Table("name", "version", "labels", "trained", "rate", "window", "default")
+    table = Table("name", "version", "labels", "trained", "rate", "window / hop", "default")
+    table.columns[0].no_wrap = True
     for name in shipped_bundles():
         b = load_bundle(name, verify=False)
         m = b.manifest
         table.add_row(
             name, m.version, ", ".join(m.labels), "yes" if m.trained else "NO", f"{m.sample_rate} Hz",
-            f"{m.window_s:g} s / hop {m.hop_s:g} s", "*" if name == DEFAULT_MODEL else "",
+            f"{m.window_s:g} s / {m.hop_s:g} s", "*" if name == DEFAULT_MODEL else "",
         )
     console.print(table)
 

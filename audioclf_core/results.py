@@ -460,6 +460,32 @@ class ResultStore:
                 self._remove_elsewhere(set(uris), keep=part)
         return part
 
+    def check_writable(self, labels: Sequence[str]) -> None:
+        """Fail now, not after hours of work, if results cannot go to ``OUT``.
+
+        Checks that ``OUT`` holds no results for other labels and that a file
+        can be created there (a hidden probe, removed at once).
+
+        Raises
+        ------
+        OutputError
+            Other labels in ``OUT``, or ``OUT`` not writable (missing bucket,
+            a path under a file, no permission).
+        """
+        labels = _check_labels(labels)
+        with self._guard("write results to"):
+            existing = self._labels()
+            if existing is not None and existing != list(labels):
+                raise OutputError(
+                    f"{self.out} has results for labels {existing}; this model has {list(labels)}: "
+                    "write to another output"
+                )
+            probe = posixpath.join(self._root, f".audioclf-probe-{uuid.uuid4().hex}")
+            if self._local:
+                os.makedirs(self._root, exist_ok=True)
+            self._put(probe, b"")
+            self._delete(probe)
+
     def replace_older(self) -> int:
         """Keep each recording's rows only in the newest part that holds it.
 

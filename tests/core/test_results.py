@@ -536,3 +536,23 @@ def test_a_concurrent_reader_never_sees_a_partial_file(tmp_path):
         thread.join()
     assert reads > 0 and failures == []
     assert len(store.read_recordings()) == 1 + 6 * 40
+
+
+def test_check_writable_refuses_early_and_leaves_nothing(tmp_path, s3_server, s3_bucket):
+    import os
+
+    from audioclf_core.results import ResultStore as Store
+
+    ok = Store(str(tmp_path / "new"))
+    ok.check_writable(["a", "b"])
+    assert os.listdir(tmp_path / "new") == []  # the probe is gone
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot write results to"):
+        Store(str(tmp_path / "file" / "out")).check_writable(["a", "b"])
+    with pytest.raises(OutputError, match="cannot write results to"):
+        Store("s3://no-such-bucket-here/out", storage_options=s3_server.storage_options).check_writable(["a", "b"])
+    remote = Store(f"s3://{s3_bucket}/out", storage_options=s3_server.storage_options)
+    remote.check_writable(["a", "b"])
+    import fsspec
+
+    assert fsspec.filesystem("s3", **s3_server.storage_options).ls(s3_bucket) == []

@@ -1,0 +1,130 @@
+"""``audioclf`` as a user runs it: the installed console script, real files, a real S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).parents[2]
+SAMPLES = ROOT / "samples"
+AUDIOCLF = str(Path(sys.executable).with_name("audioclf"))
+N_SAMPLES = len(json.loads((SAMPLES / "truth.json").read_text())["recordings"])
+
+
+def run(*args, env=None, cwd=None):
+    return subprocess.run([AUDIOCLF, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def _one_line_error(proc):
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A folder of the sample calls plus a nested folder with bad files."""
+    root = tmp_path_factory.mktemp("calls")
+    shutil.copytree(SAMPLES, root / "calls", ignore=shutil.ignore_patterns("*.json", "*.md"))
+    bad = root / "calls" / "2026" / "11"
+    bad.mkdir(parents=True)
+    (bad / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    (bad / "notes.txt").write_text("not audio")  # not an audio extension: skipped in a folder
+    return root / "calls"
+
+
+def test_classify_a_folder_writes_the_documented_tables(archive, tmp_path):
+    out = tmp_path / "out"
+    proc = run("classify", str(archive), "--out", str(out), "--csv")
+    assert proc.returncode == 3, proc.stderr  # ran, but one recording failed
+    assert "broken.wav" in proc.stderr and "1 failed" in proc.stderr
+    recs = pd.read_parquet(out / "recordings")
+    segs = pd.read_parquet(out / "segments")
+    assert len(recs) == N_SAMPLES + 1
+    assert set(recs.status) == {"ok", "error"}
+    broken = recs[recs.status == "error"].iloc[0]
+    assert broken.recording.endswith("broken.wav") and "broken.wav" in broken.error
+    assert not any(r.endswith("notes.txt") for r in recs.recording)
+    ok = recs[recs.status == "ok"]
+    assert (ok.n_segments > 0).all()
+    assert segs.groupby("recording").size().to_dict() == ok.set_index("recording").n_segments.to_dict()
+    assert {"p_speech", "p_music", "p_noise", "model_sha256"} <= set(segs.columns)
+    assert (segs.channel == -1).all() and (segs.end_s > segs.start_s).all()
+    csv = pd.read_csv(out / "segments.csv")
+    assert len(csv) == len(segs)
+    assert len(pd.read_csv(out / "recordings.csv")) == len(recs)
+
+
+def test_running_again_replaces_rows_instead_of_duplicating(archive, tmp_path):
+    out = tmp_path / "out"
+    wav = str(archive / "call-001.wav")
+    run("classify", wav, "--out", str(out), "-q")
+    first = pd.read_parquet(out / "segments")
+    # Same file again, then grouped with another: still one row set per recording.
+    assert run("classify", wav, "--out", str(out), "-q").returncode == 0
+    assert run("classify", wav, str(archive / "call-003.flac"), "--out", str(out), "-q").returncode == 0
+    segs = pd.read_parquet(out / "segments")
+    recs = pd.read_parquet(out / "recordings")
+    assert sorted(recs.recording) == sorted([wav, str(archive / "call-003.flac")])
+    again = segs[segs.recording == wav].reset_index(drop=True)
+    pd.testing.assert_frame_equal(again[["segment", "start_s", "end_s", "label"]], first[["segment", "start_s", "end_s", "label"]])
+
+
+def test_split_channels_are_labelled(archive, tmp_path):
+    proc = run("classify", str(archive / "call-002-stereo.wav"), "--channels", "split", "--out", str(tmp_path / "o"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    segs = pd.read_parquet(tmp_path / "o" / "segments")
+    assert set(segs.channel) == {0, 1}
+    assert (pd.read_parquet(tmp_path / "o" / "recordings").channel_mode == "split").all()
+
+
+def test_s3_in_and_out(s3_server, s3_bucket, archive):
+    fs = fsspec.filesystem("s3", **s3_server.storage_options)
+    for name in ("call-001.wav", "call-004-ulaw.wav"):
+        fs.put(str(archive / name), f"{s3_bucket}/2026/11/22/{name}")
+    env = {"AUDIOCLF_S3_ENDPOINT_URL": s3_server.endpoint_url, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    proc = run("classify", f"s3://{s3_bucket}/2026/11/", f"s3://{s3_bucket}/2026/11/22/missing.wav",
+               "--out", f"s3://{s3_bucket}/results", "--csv", env=env)
+    assert proc.returncode == 3, proc.stderr
+    recs = pd.read_parquet(f"s3://{s3_bucket}/results/recordings", storage_options=s3_server.storage_options)
+    assert sorted(recs.recording) == sorted(
+        [f"s3://{s3_bucket}/2026/11/22/{n}" for n in ("call-001.wav", "call-004-ulaw.wav", "missing.wav")]
+    )
+    assert recs.set_index("recording").loc[f"s3://{s3_bucket}/2026/11/22/missing.wav"].status == "error"
+    assert fs.exists(f"{s3_bucket}/results/segments.csv")
+    assert "testing" not in proc.stderr + proc.stdout  # credentials never printed
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["classify", "nothing/here/*.wav", "--out", "{tmp}"], "no recordings found"),
+        (["classify", "samples/", "--out", "{tmp}", "--model", "no-such-model"], "no model bundle 'no-such-model'"),
+        (["classify", "samples/", "--out", "{tmp}", "--threshold-dbfs", "6"], "threshold_dbfs=6"),
+        (["classify", "samples/", "--out", "{tmp}", "--channels", "left"], "--channels 'left'"),
+        (["classify", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),
+        (["models", "show", "nope"], "no model bundle 'nope'"),
+    ],
+)
+def test_errors_are_one_readable_line(tmp_path, args, needle):
+    proc = run(*[a.replace("{tmp}", str(tmp_path / "o")) for a in args], cwd=ROOT)
+    line = _one_line_error(proc)
+    assert needle in line
+
+
+def test_models_list_and_show():
+    proc = run("models", "list")
+    assert proc.returncode == 0 and "placeholder" in proc.stdout and "NO" in proc.stdout
+    proc = run("models", "show", "placeholder")
+    assert proc.returncode == 0 and '"trained": false' in proc.stdout and "97 frames x 64 features" in proc.stdout

@@ -1,0 +1,105 @@
+"""Features against librosa's definitions, and the window/segment identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioclf_core.errors import ParameterError
+from audioclf_core.features import FeatureExtractor, mel_filterbank
+from audioclf_core.params import FeatureParams
+
+librosa = pytest.importorskip("librosa")
+DATA = __import__("pathlib").Path(__file__).parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """A real 8 kHz prompt, upsampled to 16 kHz like the pipeline does."""
+    import soxr
+
+    y, sr = sf.read(DATA / "speech_en_transfer.wav", dtype="float32")
+    return soxr.resample(y, sr, 16000).astype(np.float32)
+
+
+@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [(16000, 512, 64, 0.0, None), (8000, 256, 40, 50.0, 3800.0), (22050, 1024, 128, 20.0, 11025.0)])
+def test_mel_filterbank_is_librosas(sr, n_fft, n_mels, fmin, fmax):
+    ours = mel_filterbank(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=1e-7)
+
+
+def _librosa_features(y, sr, p: FeatureParams):
+    kw = dict(n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.win_length, center=False)
+    if p.kind == "spectrogram":
+        return np.abs(librosa.stft(y, **kw)).T
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax, power=2.0, **kw)
+    db = librosa.power_to_db(mel, top_db=None)
+    return (db if p.kind == "logmel" else librosa.feature.mfcc(S=db, n_mfcc=p.n_mfcc)).T
+
+
+@pytest.mark.parametrize("kind", ["logmel", "mfcc", "spectrogram"])
+def test_frames_match_librosa_on_real_speech(speech, kind):
+    p = FeatureParams(kind=kind, normalize="none", fmax=8000.0 if kind != "spectrogram" else None)
+    ours = FeatureExtractor(p, sr=16000).frames(speech)
+    ref = _librosa_features(speech, 16000, p)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    scale = np.abs(ref).max()
+    assert np.abs(ours - ref).max() <= 1e-4 * scale
+
+
+def test_a_window_is_a_slice_of_its_segment(speech):
+    fx = FeatureExtractor(FeatureParams(), sr=16000)
+    win, hop = 16000, 8000
+    wins = fx.windows(speech, window=win, hop=hop)
+    n_grid = 1 + (speech.size - win) // hop
+    assert wins.shape == (n_grid + 1, fx.n_frames(win), 64)  # + the window that ends at the end
+    for i in range(n_grid):
+        alone = fx.normalize(fx.frames(speech[i * hop : i * hop + win])[None].copy())[0]
+        np.testing.assert_array_equal(wins[i], alone)
+    tail = fx.normalize(fx.frames(speech[-win:])[None].copy())[0]
+    np.testing.assert_array_equal(wins[-1], tail)
+
+
+def test_short_segment_is_centred_in_one_window(speech):
+    fx = FeatureExtractor(FeatureParams(), sr=16000)
+    short = speech[:5000]
+    got = fx.windows(short, window=16000, hop=8000)
+    padded = np.zeros(16000, np.float32)
+    padded[5500:10500] = short
+    assert got.shape[0] == 1
+    np.testing.assert_array_equal(got[0], fx.normalize(fx.frames(padded)[None].copy())[0])
+
+
+def test_window_normalisation_removes_gain(speech):
+    """Where no bin sits on the log floor (-100 dB), a gain change is a pure shift."""
+    fx = FeatureExtractor(FeatureParams(normalize="window"), sr=16000)
+    noisy = speech + np.random.default_rng(0).standard_normal(speech.size).astype(np.float32) * 1e-3
+    a = fx.windows(noisy, window=16000, hop=8000)
+    b = fx.windows(noisy * np.float32(0.5), window=16000, hop=8000)
+    np.testing.assert_allclose(a, b, atol=1e-3)
+    assert np.allclose(a.mean(axis=(1, 2)), 0, atol=1e-4)
+    raw = FeatureExtractor(FeatureParams(normalize="none"), sr=16000)
+    assert np.abs(raw.windows(noisy, window=16000, hop=8000) - raw.windows(noisy * np.float32(0.5), window=16000, hop=8000)).min() > 5
+
+
+def test_silence_and_tiny_values_stay_finite():
+    fx = FeatureExtractor(FeatureParams(), sr=16000)
+    y = np.zeros(16000, np.float32)
+    y[::7] = 1e-15  # resampler ringing in digital silence
+    out = fx.windows(y, window=16000, hop=8000)
+    assert np.isfinite(out).all()
+
+
+def test_bad_feature_parameters():
+    with pytest.raises(ParameterError, match="win_length"):
+        FeatureParams(n_fft=256, win_length=400)
+    with pytest.raises(ParameterError, match="n_mfcc"):
+        FeatureParams(kind="mfcc", n_mels=20, n_mfcc=40)
+    with pytest.raises(ParameterError, match="Nyquist"):
+        FeatureExtractor(FeatureParams(fmax=6000.0), sr=8000)
+    fx = FeatureExtractor(FeatureParams(), sr=16000)
+    with pytest.raises(ParameterError, match="multiple"):
+        fx.windows(np.zeros(16000, np.float32), window=16000, hop=1000)

@@ -1,0 +1,231 @@
+"""The whole path on real recordings with known truth, and on bad input."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioclf_core.bundle import load_bundle
+from audioclf_core.pipeline import MIX, Classifier, to_tables
+from audioclf_core.results import recording_columns, segment_columns
+
+ROOT = Path(__file__).parents[2]
+SAMPLES = ROOT / "samples"
+TRUTH = json.loads((SAMPLES / "truth.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle("placeholder")
+
+
+@pytest.fixture(scope="module")
+def clf(bundle):
+    return Classifier(bundle)
+
+
+def _truth(recording, channel):
+    return sorted((p["start_s"], p["end_s"]) for p in TRUTH["parts"] if p["recording"] == recording and p["channel"] == channel)
+
+
+def _mix_truth(recording):
+    """Sound in the mono mix: the union of all channels' parts."""
+    spans = sorted((p["start_s"], p["end_s"]) for p in TRUTH["parts"] if p["recording"] == recording)
+    merged = []
+    for s, e in spans:
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    return merged
+
+
+def _assert_segments_match(got, truth, *, pad):
+    """One segment per true part; boundaries within padding + a fade + a frame."""
+    assert len(got) == len(truth), (got, truth)
+    for (gs, ge), (ts, te) in zip(got, truth):
+        assert ts - pad - 0.011 <= gs <= ts + 0.15, (gs, ts)
+        assert te - 0.25 <= ge <= te + pad + 0.011, (ge, te)
+
+
+@pytest.mark.parametrize("name", sorted(TRUTH["recordings"]))
+def test_sample_recordings_segment_where_the_truth_says(clf, bundle, name):
+    meta = TRUTH["recordings"][name]
+    if meta["channels"] > 1:
+        # The mono mix is the channels' mean: a voice on one leg of a call is
+        # 6 dB quieter in it, so a pause that stays above the threshold on its
+        # own leg can fall below it. Lower the threshold by the same amount.
+        loss_db = 20 * np.log10(meta["channels"])
+        clf = Classifier(bundle, silence=clf.silence.replace(threshold_dbfs=clf.silence.threshold_dbfs - loss_db))
+    out = clf.classify_one(str(SAMPLES / name))
+    assert out.status == "ok", out.error
+    assert out.sample_rate == meta["sample_rate"] and out.channels == meta["channels"]
+    assert out.duration_s == pytest.approx(meta["duration_s"], abs=1e-3)
+    got = [(s, e) for ch, _, s, e, _ in out.segments]
+    assert {ch for ch, *_ in out.segments} == {MIX}
+    _assert_segments_match(got, _mix_truth(name), pad=clf.silence.keep_silence_ms / 1000)
+    covered = sum(e - s for s, e in got)
+    assert out.silence_s == pytest.approx(out.duration_s - covered)
+    for _, _, _, _, probs in out.segments:
+        assert probs.shape == (3,) and probs.sum() == pytest.approx(1, abs=1e-4)
+
+
+def test_split_channels_follow_each_leg(bundle):
+    name = "call-002-stereo.wav"
+    out = Classifier(bundle, channels="split").classify_one(str(SAMPLES / name))
+    assert out.status == "ok"
+    for ch in (0, 1):
+        got = [(s, e) for c, _, s, e, _ in out.segments if c == ch]
+        _assert_segments_match(got, _truth(name, ch), pad=0.1)
+        assert [i for c, i, *_ in out.segments if c == ch] == list(range(len(got)))
+
+
+def test_the_same_audio_at_other_rates_and_formats_segments_the_same(clf, tmp_path):
+    y, sr = sf.read(SAMPLES / "call-001.wav", dtype="float32")
+    import soxr
+
+    base = [(s, e) for _, _, s, e, _ in clf.classify_one(str(SAMPLES / "call-001.wav")).segments]
+    for rate, ext, subtype in [(16000, "flac", "PCM_16"), (44100, "wav", "FLOAT"), (48000, "wav", "PCM_24")]:
+        path = tmp_path / f"c.{rate}.{ext}"
+        sf.write(path, soxr.resample(y, sr, rate), rate, subtype=subtype)
+        got = [(s, e) for _, _, s, e, _ in clf.classify_one(str(path)).segments]
+        assert len(got) == len(base)
+        assert np.abs(np.array(got) - np.array(base)).max() <= 0.021  # two frames: resampler ringing
+
+
+def test_batching_pools_recordings_and_does_not_change_answers(bundle):
+    files = [str(SAMPLES / n) for n in sorted(TRUTH["recordings"])]
+    big = Classifier(bundle, batch_windows=4096)
+    calls = []
+    real = big.segment_probs
+
+    def counting(windows):
+        calls.append(sum(len(w) for w in windows))
+        return real(windows)
+
+    big.segment_probs = counting
+    pooled = list(big.classify(files))
+    n_segments = sum(o.n_segments for o in pooled)
+    assert len(calls) == 1 and n_segments > 20  # every segment of every file in one forward pass
+    one_by_one = list(Classifier(bundle, batch_windows=1).classify(files))
+    for a, b in zip(pooled, one_by_one):
+        assert a.recording == b.recording and a.n_segments == b.n_segments
+        for sa, sb in zip(a.segments, b.segments):
+            assert sa[:4] == sb[:4]
+            np.testing.assert_allclose(sa[4], sb[4], atol=1e-5)
+
+
+def _write(path, y, sr, **kw):
+    sf.write(path, y, sr, **kw)
+    return str(path)
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    """Every kind of bad input the archive will hold, with the reason each must give."""
+    rng = np.random.default_rng(0)
+    good = str(SAMPLES / "call-004-ulaw.wav")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "header.wav").write_bytes((SAMPLES / "call-001.wav").read_bytes()[:20])
+    (tmp_path / "random.wav").write_bytes(rng.bytes(5000))
+    (tmp_path / "notes.txt").write_text("call notes, not audio\n" * 20)
+    nan = rng.standard_normal(8000).astype(np.float32) * 0.1
+    nan[4000] = np.nan
+    inf = nan.copy()
+    inf[4000] = np.inf
+    cases = {
+        str(tmp_path / "empty.wav"): ("error", "empty"),
+        str(tmp_path / "header.wav"): ("error", "header.wav"),
+        str(tmp_path / "random.wav"): ("error", "random.wav"),
+        str(tmp_path / "notes.txt"): ("error", "not an audio file"),
+        _write(tmp_path / "silence.wav", np.zeros(8000 * 5, np.float32), 8000): ("ok", None),
+        _write(tmp_path / "blip.wav", nan[:400] * 0 + 0.3, 8000): ("error", "too short"),
+        _write(tmp_path / "nan.wav", nan, 8000, subtype="FLOAT"): ("error", "NaN"),
+        _write(tmp_path / "inf.wav", inf, 8000, subtype="FLOAT"): ("error", "inf"),
+        str(tmp_path / "missing.wav"): ("error", "no such file"),
+        "memory://archive/none.wav": ("error", "no such file"),
+    }
+    return good, cases
+
+
+def test_bad_input_becomes_error_rows_and_the_batch_carries_on(clf, bad_inputs):
+    good, cases = bad_inputs
+    uris = [good] + list(cases) + [good.replace("004", "001").replace("-ulaw", "")]
+    outcomes = list(clf.classify(uris))
+    assert [o.recording for o in outcomes] == uris
+    assert outcomes[0].status == "ok" and outcomes[0].n_segments == 4
+    assert outcomes[-1].status == "ok" and outcomes[-1].n_segments == 9
+    for out in outcomes[1:-1]:
+        status, reason = cases[out.recording]
+        assert out.status == status, (out.recording, out.error)
+        if status == "error":
+            assert reason.lower() in out.error.lower(), out.error
+            assert out.recording.rsplit("/", 1)[-1] in out.error  # names the file
+            assert out.n_segments == 0 and "\n" not in out.error
+    silent = next(o for o in outcomes if o.recording.endswith("silence.wav"))
+    assert silent.n_segments == 0 and silent.silence_s == pytest.approx(5.0)
+
+
+def test_tables_follow_the_result_contract(clf, bundle, bad_inputs):
+    good, cases = bad_inputs
+    outcomes = list(clf.classify([good, *cases]))
+    segments, recordings = to_tables(outcomes, bundle, channels="mix")
+    assert list(segments.columns) == segment_columns(bundle.labels)
+    assert list(recordings.columns) == recording_columns(bundle.labels)
+    assert len(recordings) == 1 + len(cases) and set(segments.recording) == {good}
+    ok = recordings.set_index("recording").loc[good]
+    label_total = sum(ok[f"{lab}_s"] for lab in bundle.labels)
+    assert label_total + ok.silence_s == pytest.approx(ok.duration_s)
+    assert (segments.model_sha256 == bundle.sha256).all()
+    assert ((segments.confidence >= 1 / 3) & (segments.confidence <= 1)).all()
+
+
+def test_multichannel_mix_and_split(bundle, tmp_path):
+    sr, rng = 16000, np.random.default_rng(1)
+    y = np.zeros((sr * 6, 6), np.float32)
+    for ch in range(6):  # channel ch sounds from ch s to ch+0.5 s
+        y[ch * sr : ch * sr + sr // 2, ch] = rng.standard_normal(sr // 2) * 0.2
+    path = _write(tmp_path / "six.wav", y, sr)
+    split = Classifier(bundle, channels="split").classify_one(path)
+    assert sorted({c for c, *_ in split.segments}) == list(range(6))
+    for c, _, s, e, _ in split.segments:
+        assert s == pytest.approx(c - 0.1, abs=0.011) or (c == 0 and s == 0.0)
+    mix = Classifier(bundle).classify_one(path)
+    assert {c for c, *_ in mix.segments} == {MIX} and mix.channels == 6
+
+
+def _peak_allocation(clf, path):
+    tracemalloc.start()
+    out = clf.classify_one(str(path))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return out, peak
+
+
+def test_one_hour_recording_runs_in_bounded_memory(clf, tmp_path):
+    """numpy's peak allocation is flat in the recording's length.
+
+    An hour at 16 kHz is 230 MB of float32 samples; the pipeline's peak is
+    set by one block and one inference batch, the same for 18 minutes as for
+    an hour.
+    """
+    sr = 8000
+    tone = (0.2 * np.sin(2 * np.pi * 300 * np.arange(sr * 2) / sr)).astype(np.float32)
+    unit = np.concatenate([tone, np.zeros(sr, np.float32)])  # 2 s sound, 1 s silence
+    # 18 minutes already fill a whole inference batch: from there on, nothing grows.
+    for name, repeats in (("short.wav", 360), ("hour.wav", 1200)):
+        with sf.SoundFile(tmp_path / name, "w", sr, 1, subtype="PCM_16") as f:
+            for _ in range(repeats):
+                f.write(unit)
+    clf.classify_one(str(SAMPLES / "call-004-ulaw.wav"))  # warm the model outside the measurement
+    short, short_peak = _peak_allocation(clf, tmp_path / "short.wav")
+    hour, hour_peak = _peak_allocation(clf, tmp_path / "hour.wav")
+    assert short.n_segments == 360 and hour.n_segments == 1200
+    assert hour.duration_s == pytest.approx(3600)
+    assert hour_peak < 1.25 * short_peak, (hour_peak, short_peak)
+    assert hour_peak < 120e6, f"peak numpy/Python allocation {hour_peak / 1e6:.0f} MB"
