@@ -16,37 +16,42 @@ from .layers import ResidualBlock
 ARCHITECTURES = ("cnn", "resnet", "mlp")
 
 
+def _image_input(input_shape: tuple[int, int]):
+    """The window as a one-channel image for 2-D convolutions."""
+    inp = keras.Input(shape=input_shape, name="features")
+    return inp, layers.Reshape((*input_shape, 1))(inp)
+
+
+def _softmax_head(x, n_labels: int, *, dropout: float):
+    """Global average pooling, dropout, and a softmax over the labels."""
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    return layers.Dense(n_labels, activation="softmax", name="probs")(x)
+
+
 def build_cnn(input_shape: tuple[int, int], n_labels: int, *, width: int = 16, l2: float = 1e-4, dropout: float = 0.2) -> keras.Model:
     """Compact CNN: three conv blocks (conv, batch norm, ReLU, max pooling), L2, global pooling."""
     reg = keras.regularizers.L2(l2) if l2 else None
-    inp = keras.Input(shape=input_shape, name="features")
-    x = layers.Reshape((*input_shape, 1))(inp)
+    inp, x = _image_input(input_shape)
     for i, f in enumerate((width, 2 * width, 4 * width)):
         x = layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"conv{i}")(x)
         x = layers.BatchNormalization(name=f"bn{i}")(x)
         x = layers.ReLU()(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(dropout)(x)
-    out = layers.Dense(n_labels, activation="softmax", name="probs")(x)
-    return keras.Model(inp, out, name="cnn")
+    return keras.Model(inp, _softmax_head(x, n_labels, dropout=dropout), name="cnn")
 
 
 def build_resnet(input_shape: tuple[int, int], n_labels: int, *, width: int = 16, l2: float = 1e-4, dropout: float = 0.2) -> keras.Model:
     """Residual CNN: a stem convolution and three residual stages, the last two downsampling."""
     reg = keras.regularizers.L2(l2) if l2 else None
-    inp = keras.Input(shape=input_shape, name="features")
-    x = layers.Reshape((*input_shape, 1))(inp)
+    inp, x = _image_input(input_shape)
     x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, kernel_regularizer=reg, name="stem")(x)
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
     x = ResidualBlock(width, l2=l2, name="res1")(x)
     x = ResidualBlock(2 * width, stride=2, l2=l2, name="res2")(x)
     x = ResidualBlock(4 * width, stride=2, l2=l2, name="res3")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(dropout)(x)
-    out = layers.Dense(n_labels, activation="softmax", name="probs")(x)
-    return keras.Model(inp, out, name="resnet")
+    return keras.Model(inp, _softmax_head(x, n_labels, dropout=dropout), name="resnet")
 
 
 def build_mlp(input_shape: tuple[int, int], n_labels: int, *, width: int = 256, l2: float = 1e-4, dropout: float = 0.3) -> keras.Model:
