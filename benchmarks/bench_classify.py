@@ -1,0 +1,876 @@
+#!/usr/bin/env python
+"""Benchmark ``audioclf classify``: end to end, stage by stage, against pydub, and memory.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_classify.py [--hours 1] [--long-hours 10]
+        [--workdir /tmp/audioclf-bench] [--skip-long]
+
+Sections (one table each, printed and written as Markdown to
+``benchmarks/RESULTS-classify.md``):
+
+1. Test audio: hours of call audio stitched from ``samples/`` (seeded), written
+   as 8 kHz PCM16 WAV, 16 kHz FLAC and 44.1 kHz stereo WAV, cached in the
+   workdir.
+2. End to end: ``audioclf classify FILE --out DIR -q`` in a fresh process (wall
+   time with start-up and TensorFlow load), and the steady state (a fresh
+   process that loads and warms the model first, then times one recording).
+3. Stage breakdown: each stage of the pipeline run one after the other in this
+   process, so every stage's cost is visible on its own.
+4. Reference, in the same run: pydub's ``split_on_silence`` against
+   ``split_nonsilent``, and a pydub + librosa + ``model.predict``-per-chunk
+   recipe against ``Classifier.classify_one``, as ratios.
+5. Memory: peak RSS of the CLI on the short file against a ``--long-hours`` file.
+
+The house rule is ratios against a reference measured in the same run, never
+absolute seconds compared across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+RESULTS_MD = REPO / "benchmarks" / "RESULTS-classify.md"
+BASE_SR = 8000  # the call audio is built at telephone rate, then upsampled
+STEREO_RIGHT_DB = -1.5  # right channel of the wide-band file: same call, a little quieter
+GAIN_DB = (-6.0, 3.0)  # per-recording gain range when stitching
+EXCERPT_S = 600.0  # the reference section's excerpt: 10 minutes
+# Output formats of the generated audio: key -> (rate, channels, container, subtype, suffix).
+FORMATS = {
+    "8k": (8000, 1, "WAV", "PCM_16", "8k.wav"),
+    "16k": (16000, 1, "FLAC", "PCM_16", "16k.flac"),
+    "44k": (44100, 2, "WAV", "PCM_16", "44k-stereo.wav"),
+}
+FORMAT_LABEL = {"8k": "8 kHz mono PCM16 WAV", "16k": "16 kHz mono FLAC", "44k": "44.1 kHz stereo PCM16 WAV"}
+# pydub's split_on_silence settings that published projects use, and the same rule in audioclf's terms.
+PYDUB_SPLIT = dict(min_silence_len=500, silence_thresh=-50, keep_silence=100)
+AUDIOCLF_SPLIT = dict(min_silence_ms=500, threshold_dbfs=-50, keep_silence_ms=100, min_segment_ms=0, max_segment_s=3600)
+
+
+# --------------------------------------------------------------------------------------
+# Tables: one definition, rendered as plain text for the terminal and Markdown for the file
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """A titled table with optional notes below it."""
+
+    title: str
+    headers: Sequence[str]
+    rows: list[Sequence[object]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def _cells(self) -> list[list[str]]:
+        return [[_fmt(v) for v in row] for row in self.rows]
+
+    def text(self) -> str:
+        """Aligned plain text: numbers right-aligned, words left-aligned."""
+        cells = self._cells()
+        widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(self.headers)]
+        numeric = [all(_is_number(r[i]) for r in cells) and i > 0 for i in range(len(self.headers))]
+
+        def line(values: Sequence[str]) -> str:
+            return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+        out = [f"== {self.title} ==", line(self.headers), "  ".join("-" * w for w in widths)]
+        out += [line(r) for r in cells]
+        out += [f"  * {n}" for n in self.notes]
+        return "\n".join(out)
+
+    def markdown(self) -> str:
+        """A GitHub-flavoured Markdown table under a level-3 heading."""
+        out = [f"### {self.title}", "", "| " + " | ".join(self.headers) + " |"]
+        out.append("|" + "|".join("---:" if i else "---" for i in range(len(self.headers))) + "|")
+        out += ["| " + " | ".join(r) + " |" for r in self._cells()]
+        if self.notes:
+            out += [""] + [f"- {n}" for n in self.notes]
+        return "\n".join(out)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        if v != v:  # NaN: not measured
+            return "–"
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.2f}"
+    return str(v)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s.replace(",", "").rstrip("x%"))
+        return True
+    except ValueError:
+        return s in ("–", "")
+
+
+class Stopwatch:
+    """Accumulates wall seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------
+# Machine and versions
+# --------------------------------------------------------------------------------------
+
+
+def machine_table() -> Table:
+    """CPU, cores, memory and the versions of what does the work."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ram_gib = float("nan")
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = int(line.split()[1]) / 2**20
+    rows = [
+        ("cores (nproc)", str(len(os.sched_getaffinity(0)))),
+        ("CPU", cpu),
+        ("RAM", f"{ram_gib:.1f} GiB"),
+        ("OS", platform.platform()),
+        ("python", platform.python_version()),
+    ]
+    for dist in ("numpy", "tensorflow", "keras", "soxr", "soundfile", "pandas", "pyarrow", "pydub", "librosa"):
+        rows.append((dist, _version(dist)))
+    return Table("Machine and versions", ["item", "value"], rows)
+
+
+def _version(dist: str) -> str:
+    """Installed version of a distribution without importing it (TensorFlow takes seconds)."""
+    from importlib import metadata
+
+    names = [dist] + ([f"{dist}-cpu", f"{dist}_cpu", f"{dist}-intel"] if dist == "tensorflow" else [])
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(name) + ("" if name == dist else f" ({name})")
+    return "not installed"
+
+
+# --------------------------------------------------------------------------------------
+# Test audio
+# --------------------------------------------------------------------------------------
+
+
+def load_sources(samples: Path) -> list[tuple[str, np.ndarray]]:
+    """The sample recordings as mono float32 at ``BASE_SR``.
+
+    Stereo recordings are mixed down (the pipeline mixes them too); the 16 kHz
+    FLAC is brought down to telephone rate so every source is a call leg.
+    """
+    out = []
+    for path in sorted(samples.glob("call-00*")):
+        if path.suffix not in (".wav", ".flac"):
+            continue
+        y, sr = sf.read(path, dtype="float32", always_2d=True)
+        y = y.mean(axis=1, dtype=np.float32)
+        if sr != BASE_SR:
+            y = soxr.resample(y, sr, BASE_SR, quality="HQ").astype(np.float32)
+        out.append((path.name, y))
+    if not out:
+        raise SystemExit(f"no call-00* recordings in {samples}")
+    return out
+
+
+def call_audio_paths(workdir: Path, hours: float, keys: Sequence[str]) -> dict[str, Path]:
+    """Where the generated files of one length live."""
+    return {k: workdir / f"call-{hours:g}h-{FORMATS[k][4]}" for k in keys}
+
+
+def ensure_call_audio(
+    workdir: Path, *, hours: float, keys: Sequence[str], seed: int, sources: list[tuple[str, np.ndarray]]
+) -> dict[str, Path]:
+    """Generate (or reuse) ``hours`` of stitched call audio in the formats ``keys``.
+
+    A JSON marker written after the files are complete records how they were
+    made; the files are reused only when it matches, so an interrupted run is
+    never mistaken for a cache hit.
+    """
+    paths = call_audio_paths(workdir, hours, keys)
+    marker = workdir / f"call-{hours:g}h.json"
+    recipe = {"hours": hours, "seed": seed, "gain_db": GAIN_DB, "stereo_right_db": STEREO_RIGHT_DB,
+              "sources": [(name, int(y.size)) for name, y in sources]}
+    with contextlib.suppress(OSError, ValueError):
+        done = json.loads(marker.read_text())
+        if done.get("recipe") == recipe and all(p.is_file() and k in done.get("keys", []) for k, p in paths.items()):
+            return paths
+    t0 = time.perf_counter()
+    write_call_audio(paths, hours=hours, seed=seed, sources=sources)
+    keys_done = sorted(set(keys))
+    marker.write_text(json.dumps({"recipe": recipe, "keys": keys_done}))
+    print(f"  generated {hours:g} h ({', '.join(keys)}) in {time.perf_counter() - t0:.0f} s", flush=True)
+    return paths
+
+
+def write_call_audio(
+    paths: dict[str, Path], *, hours: float, seed: int, sources: list[tuple[str, np.ndarray]]
+) -> None:
+    """Stitch randomly chosen recordings with random gains into ``hours`` of audio.
+
+    One recording (tens of seconds) is in memory at a time: each is scaled,
+    pushed through a streaming resampler per output rate and appended to every
+    output file, so generating ten hours costs no more memory than one.
+    """
+    rng = np.random.default_rng(seed)
+    total = int(round(hours * 3600 * BASE_SR))
+    right = np.float32(10 ** (STEREO_RIGHT_DB / 20))
+    with contextlib.ExitStack() as stack:
+        outs = []
+        for key, path in paths.items():
+            sr, channels, container, subtype, _ = FORMATS[key]
+            tmp = path.with_name(path.name + ".part")
+            f = stack.enter_context(sf.SoundFile(tmp, "w", samplerate=sr, channels=channels, format=container, subtype=subtype))
+            rs = None if sr == BASE_SR else soxr.ResampleStream(BASE_SR, sr, 1, dtype="float32", quality="HQ")
+            outs.append((f, rs, channels, tmp, path))
+        written = 0
+        while written < total:
+            _, y = sources[int(rng.integers(len(sources)))]
+            gain = np.float32(10 ** (rng.uniform(*GAIN_DB) / 20))
+            block = y[: total - written] * gain
+            written += block.size
+            last = written >= total
+            for f, rs, channels, _, _ in outs:
+                x = block if rs is None else rs.resample_chunk(block, last=last)
+                if channels == 2:
+                    x = np.stack([x, x * right], axis=1)
+                f.write(_pcm16(x))
+    for *_, tmp, path in outs:
+        os.replace(tmp, path)
+
+
+def _pcm16(x: np.ndarray) -> np.ndarray:
+    """Quantise to int16 ourselves: libsndfile wraps, not clips, out-of-range floats."""
+    return np.clip(np.rint(x * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def ensure_excerpt(src: Path, dst: Path, *, seconds: float) -> Path:
+    """The first ``seconds`` of ``src`` as its own file (same format), copied in blocks."""
+    if dst.is_file():
+        return dst
+    info = sf.info(src)
+    n = min(info.frames, int(seconds * info.samplerate))
+    tmp = dst.with_name(dst.name + ".part")
+    with sf.SoundFile(src) as fin, sf.SoundFile(tmp, "w", samplerate=info.samplerate, channels=info.channels,
+                                                 format=info.format, subtype=info.subtype) as fout:
+        left = n
+        while left:
+            block = fin.read(min(left, 1 << 20), dtype="int16")
+            fout.write(block)
+            left -= len(block)
+    os.replace(tmp, dst)
+    return dst
+
+
+def audio_table(files: dict[str, Path]) -> Table:
+    """What was generated: format, length and size."""
+    t = Table("Test audio (stitched from samples/, seeded)", ["file", "format", "hours", "size MB"])
+    for path in files.values():
+        info = sf.info(path)
+        t.rows.append((path.name, f"{info.samplerate} Hz {info.channels} ch {info.format} {info.subtype}",
+                       info.duration / 3600, path.stat().st_size / 1e6))
+    return t
+
+
+# --------------------------------------------------------------------------------------
+# Child processes
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChildRun:
+    wall_s: float
+    maxrss_mb: float
+    stdout: str
+
+
+def run_child(cmd: Sequence[str]) -> ChildRun:
+    """Run a command to completion; its own wall time and peak RSS.
+
+    ``os.wait4`` gives this child's rusage alone: ``RUSAGE_CHILDREN`` would be
+    the maximum over every child so far, hiding a smaller run after a larger one.
+    Output goes to temporary files so that a chatty child cannot fill a pipe.
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait again
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+    return ChildRun(wall, usage.ru_maxrss / 1024, stdout)
+
+
+def audioclf_cli() -> str:
+    """The ``audioclf`` console script of the interpreter running this benchmark."""
+    here = Path(sys.executable).with_name("audioclf")
+    return str(here) if here.exists() else (shutil.which("audioclf") or "audioclf")
+
+
+def run_cli(path: Path, out: Path) -> ChildRun:
+    """``audioclf classify PATH --out OUT -q`` in a fresh process, into an empty OUT."""
+    shutil.rmtree(out, ignore_errors=True)
+    return run_child([audioclf_cli(), "classify", str(path), "--out", str(out), "-q"])
+
+
+def run_steady(path: Path, out: Path) -> dict:
+    """The steady-state worker (``--steady-worker``) in a fresh process."""
+    shutil.rmtree(out, ignore_errors=True)
+    run = run_child([sys.executable, __file__, "--steady-worker", str(path), str(out)])
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result["wall_s"] = run.wall_s
+    result["maxrss_mb"] = run.maxrss_mb
+    return result
+
+
+def steady_worker(path: str, out: str) -> None:
+    """Load the default bundle, warm the model on a sample, then time one recording.
+
+    Prints one JSON line: the seconds spent classifying and writing, the audio
+    length and the segment count.
+    """
+    from audioclf_core.bundle import DEFAULT_MODEL, load_bundle
+    from audioclf_core.pipeline import Classifier, to_tables
+    from audioclf_core.results import ResultStore
+
+    bundle = load_bundle(DEFAULT_MODEL)
+    clf = Classifier(bundle)
+    clf.classify_one(str(SAMPLES / "call-001.wav"))  # loads TensorFlow and traces the model function
+    t0 = time.perf_counter()
+    outcome = clf.classify_one(path)
+    t1 = time.perf_counter()
+    segments, recordings = to_tables([outcome], bundle, channels=clf.channels)
+    ResultStore(out).write(segments, recordings, labels=bundle.labels)
+    t2 = time.perf_counter()
+    if outcome.status != "ok":
+        raise SystemExit(outcome.error)
+    print(json.dumps({"classify_s": t1 - t0, "write_s": t2 - t1, "total_s": t2 - t0,
+                      "audio_s": outcome.duration_s, "segments": outcome.n_segments}))
+
+
+# --------------------------------------------------------------------------------------
+# Section 2: end to end
+# --------------------------------------------------------------------------------------
+
+
+def end_to_end(files: dict[str, Path], workdir: Path) -> tuple[Table, dict[str, dict]]:
+    """CLI wall time and steady-state throughput for each generated file."""
+    t = Table(
+        "End to end: audioclf classify FILE --out DIR -q (fresh process each)",
+        ["file", "audio h", "CLI wall s", "CLI x RT", "CLI peak RSS MB", "steady s", "steady x RT",
+         "steady peak RSS MB", "start-up s", "segments"],
+    )
+    results = {}
+    for key, path in files.items():
+        audio_s = sf.info(path).duration
+        print(f"  {path.name}: CLI ...", flush=True)
+        cli = run_cli(path, workdir / "out" / f"cli-{key}")
+        print(f"  {path.name}: steady state ...", flush=True)
+        steady = run_steady(path, workdir / "out" / f"steady-{key}")
+        results[key] = {"audio_s": audio_s, "cli": cli, "steady": steady}
+        t.rows.append((path.name, audio_s / 3600, cli.wall_s, f"{audio_s / cli.wall_s:,.0f}x", cli.maxrss_mb,
+                       steady["total_s"], f"{audio_s / steady['total_s']:,.0f}x", steady["maxrss_mb"],
+                       cli.wall_s - steady["total_s"], steady["segments"]))
+    t.notes += [
+        "x RT = audio seconds per wall second (real-time factor; higher is faster).",
+        "CLI wall: process start, imports, TensorFlow and model load, classify, Parquet write.",
+        "steady: a fresh process loads the model and classifies samples/call-001.wav first (TensorFlow "
+        "load, tf.function trace), then times Classifier.classify_one(FILE) + to_tables + ResultStore.write.",
+        "start-up s = CLI wall - steady s: what one CLI invocation pays before and around the work.",
+        "peak RSS: os.wait4 rusage of that child alone; the steady process also holds the warm-up's state.",
+    ]
+    return t, results
+
+
+# --------------------------------------------------------------------------------------
+# Section 3: stage breakdown
+# --------------------------------------------------------------------------------------
+
+STAGES = ("decode", "mix + resample", "segment", "features", "inference", "write")
+
+
+def stage_breakdown(path: Path, clf, out: Path) -> tuple[dict[str, float], int, int]:
+    """Run the pipeline's stages one after another on one thread, timing each.
+
+    The steps are the pipeline's own (``Classifier._stream``/``_segments``/
+    ``_infer``), done with the public pieces: decode blocks of ``block_s``,
+    mix to mono, one streaming resampler, ``SegmentedStream``, the bundle's
+    ``windows``, ``segment_probs`` on pools of ``batch_windows`` windows, then
+    ``to_tables`` + ``ResultStore.write``.
+
+    Returns
+    -------
+    (dict, int, int)
+        Seconds per stage, number of segments, number of model windows.
+    """
+    from audioclf_core.audio_io import open_audio
+    from audioclf_core.pipeline import MIX, RecordingOutcome, to_tables
+    from audioclf_core.results import ResultStore
+    from audioclf_core.segment import SegmentedStream
+
+    bundle = clf.bundle
+    sr = bundle.sample_rate
+    fx, win, hop = bundle.features, bundle.window_samples, bundle.hop_samples
+    sw = Stopwatch()
+    rows: list[tuple] = []
+    pending: list[tuple[int, int, np.ndarray]] = []
+    n_windows = 0
+
+    def infer() -> None:
+        with sw("inference"):
+            probs = clf.segment_probs([w for _, _, w in pending])
+        for (a, b, _), p in zip(pending, probs):
+            rows.append((MIX, len(rows), a / sr, b / sr, p))
+        pending.clear()
+
+    def featurise(found) -> None:
+        nonlocal n_windows
+        for a, b, y in found:
+            with sw("features"):
+                w = fx.windows(y, window=win, hop=hop)
+            pending.append((a, b, w))
+            n_windows += len(w)
+            if sum(len(p[2]) for p in pending) >= clf.batch_windows:
+                infer()
+
+    shutil.rmtree(out, ignore_errors=True)
+    with open_audio(str(path)) as reader:
+        info = reader.info
+        rs = None
+        if info.sample_rate != sr:
+            rs = soxr.ResampleStream(info.sample_rate, sr, 1, dtype="float32", quality=clf.resample_quality)
+        stream = SegmentedStream(sr=sr, params=clf.silence)
+        blocks = iter(reader.blocks(max(1, int(clf.block_s * info.sample_rate))))
+        n_frames = 0
+        while True:
+            with sw("decode"):
+                x = next(blocks, None)
+            if x is None:
+                break
+            n_frames += len(x)
+            with sw("mix + resample"):
+                if x.shape[1] > 1:
+                    x = x.mean(axis=1, keepdims=True, dtype=np.float32)
+                if rs is not None:
+                    x = rs.resample_chunk(np.ascontiguousarray(x), last=False)
+            with sw("segment"):
+                found = stream.push(x[:, 0])
+            featurise(found)
+        if rs is not None:
+            with sw("mix + resample"):
+                tail = rs.resample_chunk(np.zeros((0, 1), dtype=np.float32), last=True)
+            with sw("segment"):
+                found = stream.push(tail[:, 0])
+            featurise(found)
+        with sw("segment"):
+            found = stream.flush()
+        featurise(found)
+    if pending:
+        infer()
+    with sw("write"):
+        outcome = RecordingOutcome(str(path), duration_s=n_frames / info.sample_rate, sample_rate=info.sample_rate,
+                                   channels=info.channels, codec=info.codec, segments=rows,
+                                   covered_s=sum(r[3] - r[2] for r in rows))
+        segments, recordings = to_tables([outcome], bundle, channels="mix")
+        ResultStore(str(out)).write(segments, recordings, labels=bundle.labels)
+    return dict(sw.seconds), len(rows), n_windows
+
+
+def stage_table(files: dict[str, Path], clf, workdir: Path, e2e: dict[str, dict]) -> Table:
+    """Stage breakdown for the given files, side by side."""
+    headers = ["stage"]
+    for path in files.values():
+        headers += [f"{path.name} s", "x RT", "share"]
+    t = Table("Stage breakdown (one thread, stages in sequence, model warm)", headers)
+    per_file = []
+    for key, path in files.items():
+        print(f"  {path.name} ...", flush=True)
+        seconds, n_seg, n_win = stage_breakdown(path, clf, workdir / "out" / f"stages-{key}")
+        per_file.append((key, sf.info(path).duration, seconds, n_seg, n_win))
+    for stage in STAGES:
+        row: list[object] = [stage]
+        for _, audio_s, seconds, _, _ in per_file:
+            s = seconds.get(stage, 0.0)
+            row += [s, f"{audio_s / s:,.0f}x" if s else "–", f"{100 * s / sum(seconds.values()):.0f}%"]
+        t.rows.append(row)
+    front = STAGES[:4]
+    for label, names in (("front end (decode..features)", front), ("sum of stages", STAGES)):
+        row = [label]
+        for _, audio_s, seconds, _, _ in per_file:
+            s = sum(seconds.get(n, 0.0) for n in names)
+            row += [s, f"{audio_s / s:,.0f}x", f"{100 * s / sum(seconds.values()):.0f}%"]
+        t.rows.append(row)
+    row = ["end to end, steady (2 threads)"]
+    for key, audio_s, seconds, _, _ in per_file:
+        s = e2e[key]["steady"]["total_s"] if key in e2e else float("nan")
+        row += [s, f"{audio_s / s:,.0f}x", f"{100 * s / sum(seconds.values()):.0f}%"]
+    t.rows.append(row)
+    counts = ", ".join(f"{files[k].name}: {n_seg} segments, {n_win} windows" for k, _, _, n_seg, n_win in per_file)
+    t.notes += [
+        "Each stage row is that stage's own cost (decode = AudioReader.blocks only; the next rows add the "
+        "mono mix + soxr resample, SegmentedStream, bundle.features.windows, Predictor via "
+        "Classifier.segment_probs on pools of batch_windows, to_tables + ResultStore.write).",
+        "share = % of the sum of stages. The pipeline runs the front end in a background thread while the "
+        "caller's thread runs the model, so end to end is less than the sum (the last row, from the "
+        "steady-state run above).",
+        "TensorFlow's own intra-op pool still uses every core during inference; 'one thread' means no overlap "
+        "between stages. Files are in the page cache, so decode is CPU, not disk.",
+        counts,
+    ]
+    return t
+
+
+# --------------------------------------------------------------------------------------
+# Section 4: reference (pydub)
+# --------------------------------------------------------------------------------------
+
+
+def pydub_ranges_ms(seg, *, min_silence_len: int, silence_thresh: float, keep_silence: int) -> np.ndarray:
+    """The ``[start, end)`` ms of the chunks ``split_on_silence`` returns.
+
+    ``split_on_silence`` returns audio, not offsets; this is its own range
+    arithmetic (padding, halving overlaps, clamping) on ``detect_nonsilent``.
+    """
+    from pydub.silence import detect_nonsilent
+
+    ranges = [[s - keep_silence, e + keep_silence] for s, e in detect_nonsilent(seg, min_silence_len, silence_thresh)]
+    for a, b in zip(ranges, ranges[1:]):
+        if b[0] < a[1]:
+            a[1] = b[0] = (a[1] + b[0]) // 2
+    return np.array([[max(s, 0), min(e, len(seg))] for s, e in ranges], dtype=np.int64).reshape(-1, 2)
+
+
+def match_segments(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
+    """Pair segments of two sorted ``[start, end)`` lists one to one by greatest overlap, in order."""
+    pairs, j = [], 0
+    for i, (s, e) in enumerate(a.tolist()):
+        best, best_overlap, k = None, 0, j
+        while k < len(b) and b[k, 0] < e:
+            overlap = min(e, b[k, 1]) - max(s, b[k, 0])
+            if overlap > best_overlap:
+                best, best_overlap = k, overlap
+            k += 1
+        if best is not None:
+            pairs.append((i, best))
+            j = best + 1
+    return pairs
+
+
+def splitter_reference(excerpt: Path) -> tuple[Table, Table]:
+    """pydub ``split_on_silence`` vs audioclf ``split_nonsilent``: speed and boundary agreement."""
+    from pydub import AudioSegment
+    from pydub.silence import split_on_silence
+
+    from audioclf_core.audio_io import open_audio
+    from audioclf_core.params import SilenceParams
+    from audioclf_core.segment import split_nonsilent
+
+    audio_s = sf.info(excerpt).duration
+    t0 = time.perf_counter()
+    seg = AudioSegment.from_file(excerpt)
+    t1 = time.perf_counter()
+    chunks = split_on_silence(seg, **PYDUB_SPLIT)
+    t2 = time.perf_counter()
+    pydub_load, pydub_split = t1 - t0, t2 - t1
+
+    params = SilenceParams(**AUDIOCLF_SPLIT)
+    t0 = time.perf_counter()
+    with open_audio(str(excerpt)) as reader:
+        sr = reader.info.sample_rate
+        y = np.concatenate([b.mean(axis=1, dtype=np.float32) for b in reader.blocks(1 << 20)])
+    t1 = time.perf_counter()
+    bounds = split_nonsilent(y, sr=sr, params=params)
+    t2 = time.perf_counter()
+    ours_load, ours_split = t1 - t0, t2 - t1
+
+    # Boundaries, untimed: pydub's chunks carry no offsets, so recompute its ranges.
+    theirs = pydub_ranges_ms(seg, **PYDUB_SPLIT)
+    if len(theirs) != len(chunks):
+        raise SystemExit(f"pydub range reconstruction gave {len(theirs)} chunks, split_on_silence {len(chunks)}")
+    ours = bounds * 1000.0 / sr
+    pairs = match_segments(theirs.astype(np.float64), ours)
+    d_start = np.array([abs(theirs[i, 0] - ours[j, 0]) for i, j in pairs])
+    d_end = np.array([abs(theirs[i, 1] - ours[j, 1]) for i, j in pairs])
+
+    speed = Table(
+        f"Reference: silence splitting of a {audio_s / 60:.0f}-minute 8 kHz excerpt",
+        ["splitter", "load s", "split s", "total s", "split x RT", "segments"],
+        [
+            ("pydub split_on_silence (seek_step=1)", pydub_load, pydub_split, pydub_load + pydub_split,
+             f"{audio_s / pydub_split:,.0f}x", len(chunks)),
+            ("audioclf split_nonsilent", ours_load, ours_split, ours_load + ours_split,
+             f"{audio_s / ours_split:,.0f}x", len(bounds)),
+            ("ratio pydub / audioclf", pydub_load / ours_load, pydub_split / ours_split,
+             (pydub_load + pydub_split) / (ours_load + ours_split), "", ""),
+        ],
+        [
+            f"pydub: AudioSegment.from_file, split_on_silence({', '.join(f'{k}={v}' for k, v in PYDUB_SPLIT.items())}).",
+            f"audioclf: open_audio blocks -> mono float32, split_nonsilent(SilenceParams("
+            f"{', '.join(f'{k}={v}' for k, v in AUDIOCLF_SPLIT.items())})).",
+        ],
+    )
+    agree = Table(
+        "Reference: boundary agreement (pydub vs audioclf, same excerpt)",
+        ["pydub segments", "audioclf segments", "matched", "max |d start| ms", "max |d end| ms",
+         "median |d start| ms", "median |d end| ms"],
+        [(len(theirs), len(ours), len(pairs),
+          float(d_start.max()) if pairs else float("nan"), float(d_end.max()) if pairs else float("nan"),
+          float(np.median(d_start)) if pairs else float("nan"), float(np.median(d_end)) if pairs else float("nan"))],
+        ["Segments paired one to one by greatest overlap. audioclf tests 10 ms frames where pydub tests every "
+         "1 ms, so boundaries are expected to agree within one frame (10 ms)."],
+    )
+    return speed, agree
+
+
+def warm_librosa() -> float:
+    """Call librosa's MFCC once so its numba compilation stays out of the timing."""
+    import librosa
+
+    t0 = time.perf_counter()
+    librosa.feature.mfcc(y=np.random.default_rng(0).standard_normal(16000).astype(np.float32), sr=16000, n_mfcc=20)
+    return time.perf_counter() - t0
+
+
+def pydub_recipe(excerpt: Path, bundle) -> tuple[float, int, int]:
+    """The published-project recipe, timed: pydub + librosa + ``model.predict`` per chunk.
+
+    Load with pydub and convert to the model's rate in mono, ``split_on_silence``,
+    then per chunk: librosa MFCC (what such recipes compute) and one
+    ``model.predict`` on the chunk's model windows (``bundle.features.windows``,
+    so that the model gets the input it was built for).
+
+    Returns
+    -------
+    (float, int, int)
+        Seconds, chunks (= predict calls), windows.
+    """
+    import librosa
+    from pydub import AudioSegment
+    from pydub.silence import split_on_silence
+
+    model = bundle.model
+    sr, win, hop = bundle.sample_rate, bundle.window_samples, bundle.hop_samples
+    model.predict(np.zeros((1, *bundle.input_shape), dtype=np.float32), verbose=0)  # build predict's function once
+    t0 = time.perf_counter()
+    seg = AudioSegment.from_file(excerpt).set_frame_rate(sr).set_channels(1)
+    chunks = split_on_silence(seg, **PYDUB_SPLIT)
+    n_windows = 0
+    for chunk in chunks:
+        y = np.array(chunk.get_array_of_samples(), dtype=np.float32) / 32768.0
+        librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20)
+        x = bundle.features.windows(y, window=win, hop=hop)
+        model.predict(x, verbose=0)
+        n_windows += len(x)
+    return time.perf_counter() - t0, len(chunks), n_windows
+
+
+def timed_classify(path: Path, clf, out: Path) -> tuple[float, int]:
+    """Seconds for ``classify_one`` + ``to_tables`` + ``ResultStore.write`` with a warm classifier."""
+    from audioclf_core.pipeline import to_tables
+    from audioclf_core.results import ResultStore
+
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    outcome = clf.classify_one(str(path))
+    segments, recordings = to_tables([outcome], clf.bundle, channels=clf.channels)
+    ResultStore(str(out)).write(segments, recordings, labels=clf.bundle.labels)
+    return time.perf_counter() - t0, outcome.n_segments
+
+
+def recipe_reference(excerpt: Path, clf, workdir: Path) -> Table:
+    """A whole pass the pydub way against ``Classifier.classify_one`` on the same excerpt."""
+    audio_s = sf.info(excerpt).duration
+    librosa_warm_s = warm_librosa()
+    theirs_s, n_chunks, n_win = pydub_recipe(excerpt, clf.bundle)
+    ours_s, n_seg = timed_classify(excerpt, clf, workdir / "out" / "reference-classify")
+    return Table(
+        f"Reference: whole pass over the {audio_s / 60:.0f}-minute excerpt (in process, warm)",
+        ["pipeline", "s", "x RT", "segments", "model calls"],
+        [
+            ("pydub + librosa MFCC + model.predict per chunk", theirs_s, f"{audio_s / theirs_s:,.0f}x", n_chunks,
+             f"{n_chunks} predict ({n_win} windows)"),
+            ("audioclf classify_one + to_tables + write", ours_s, f"{audio_s / ours_s:,.0f}x", n_seg,
+             "batched (batch_windows=1024)"),
+            ("ratio pydub recipe / audioclf", theirs_s / ours_s, "", "", ""),
+        ],
+        [
+            "pydub recipe: AudioSegment.from_file(...).set_frame_rate(16000).set_channels(1), split_on_silence "
+            "(500 ms, -50 dBFS, keep 100 ms); per chunk librosa.feature.mfcc(n_mfcc=20) and "
+            "model.predict(bundle.features.windows(chunk)) with the placeholder bundle's Keras model.",
+            f"librosa warmed first (first MFCC call took {librosa_warm_s:.1f} s), and model.predict once; "
+            "audioclf's classifier was warmed on a sample.",
+            "audioclf uses the bundle's silence defaults (min segment 100 ms, max segment 30 s), hence "
+            "a different segment count from pydub.",
+        ],
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Section 5: memory
+# --------------------------------------------------------------------------------------
+
+
+def memory_table(short: Path, short_run: ChildRun, long: Path, workdir: Path) -> Table:
+    """Peak RSS of the CLI on the short file against the long one."""
+    print(f"  {long.name}: CLI ...", flush=True)
+    long_run = run_cli(long, workdir / "out" / "cli-long")
+    rows = []
+    for path, run in ((short, short_run), (long, long_run)):
+        audio_s = sf.info(path).duration
+        rows.append((path.name, audio_s / 3600, path.stat().st_size / 1e6, run.wall_s,
+                     f"{audio_s / run.wall_s:,.0f}x", run.maxrss_mb))
+    ratio = long_run.maxrss_mb / short_run.maxrss_mb
+    rows.append(("ratio long / short", rows[1][1] / rows[0][1], rows[1][2] / rows[0][2], rows[1][3] / rows[0][3],
+                 "", ratio))
+    verdict = "flat" if ratio < 1.1 else "NOT flat"
+    limit = "within" if long_run.maxrss_mb <= 1024 else "OVER"
+    return Table(
+        "Memory: peak RSS of audioclf classify, short vs long recording",
+        ["file", "audio h", "size MB", "wall s", "x RT", "peak RSS MB"],
+        rows,
+        [f"Target: flat (ratio ~1) and <= 1 GB: {verdict} (ratio {ratio:.2f}), {limit} 1 GB "
+         f"({long_run.maxrss_mb:,.0f} MB).",
+         "The short run is the CLI run of the end-to-end section. TensorFlow and Keras alone take most of "
+         "the resident memory of a CLI process."],
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--hours", type=float, default=1.0, help="length of the main test recordings (default 1)")
+    p.add_argument("--long-hours", type=float, default=10.0, help="length of the memory check's recording (default 10)")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "audioclf-bench",
+                   help="where generated audio is cached and outputs go (default /tmp/audioclf-bench)")
+    p.add_argument("--skip-long", action="store_true", help="skip the long-recording memory check")
+    p.add_argument("--seed", type=int, default=20240611, help="seed for choosing recordings and gains")
+    p.add_argument("--results", type=Path, default=RESULTS_MD, help="Markdown output (default benchmarks/RESULTS-classify.md)")
+    # Internal: the steady-state measurement runs this script again in a fresh process.
+    p.add_argument("--steady-worker", nargs=2, metavar=("FILE", "OUT"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.hours <= 0 or args.long_hours <= 0:
+        p.error("--hours and --long-hours must be positive")
+    return args
+
+
+def section(title: str) -> None:
+    print(f"\n### {title}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.steady_worker:
+        steady_worker(*args.steady_worker)
+        return
+    started = time.perf_counter()
+    workdir: Path = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    tables: list[Table] = []
+
+    def show(t: Table) -> None:
+        tables.append(t)
+        print(t.text(), "\n", flush=True)
+
+    show(machine_table())
+
+    section("1. test audio")
+    sources = load_sources(SAMPLES)
+    files = ensure_call_audio(workdir, hours=args.hours, keys=list(FORMATS), seed=args.seed, sources=sources)
+    excerpt = ensure_excerpt(files["8k"], workdir / f"call-{EXCERPT_S / 60:g}min-of-{args.hours:g}h-8k.wav",
+                             seconds=EXCERPT_S)
+    listed = dict(files)
+    long = None
+    if not args.skip_long:
+        long = ensure_call_audio(workdir, hours=args.long_hours, keys=["8k"], seed=args.seed, sources=sources)["8k"]
+        listed["long"] = long
+    listed["excerpt"] = excerpt
+    show(audio_table(listed))
+
+    section("2. end to end")
+    t, e2e = end_to_end(files, workdir)
+    show(t)
+
+    # Everything below runs in this process with one warm classifier, as a long-lived worker would.
+    from audioclf_core.bundle import DEFAULT_MODEL, load_bundle
+    from audioclf_core.pipeline import Classifier
+
+    clf = Classifier(load_bundle(DEFAULT_MODEL))
+    clf.classify_one(str(SAMPLES / "call-001.wav"))
+
+    section("3. stage breakdown")
+    show(stage_table({k: files[k] for k in ("8k", "44k")}, clf, workdir, e2e))
+
+    section("4. reference: pydub")
+    for t in splitter_reference(excerpt):
+        show(t)
+    show(recipe_reference(excerpt, clf, workdir))
+
+    if long is not None:
+        section("5. memory")
+        show(memory_table(files["8k"], e2e["8k"]["cli"], long, workdir))
+
+    total_s = time.perf_counter() - started
+    print(f"benchmark took {total_s / 60:.1f} min")
+    write_markdown(args.results, tables, argv=sys.argv, total_s=total_s)
+    print(f"wrote {args.results}")
+
+
+def write_markdown(path: Path, tables: list[Table], *, argv: Sequence[str], total_s: float) -> None:
+    """All tables as one Markdown report (overwrites ``path``)."""
+    cmd = " ".join([".venv/bin/python", "benchmarks/bench_classify.py", *argv[1:]])
+    head = [
+        "# audioclf classify benchmark",
+        "",
+        f"Generated by `{cmd}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; the whole run took "
+        f"{total_s / 60:.1f} min. Compare ratios between runs, not seconds across machines.",
+        "",
+    ]
+    path.write_text("\n".join(head) + "\n\n".join(t.markdown() for t in tables) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
