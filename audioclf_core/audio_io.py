@@ -32,7 +32,7 @@ import soundfile as sf
 from fsspec.core import split_protocol, url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import DecodeError, ParameterError
+from .errors import DecodeError, ParameterError, SourceUnavailableError
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -336,7 +336,7 @@ def open_audio(uri: str, *, storage_options: Mapping[str, Any] | None = None) ->
     try:
         fileobj = fs.open(path, "rb")
     except OSError as exc:
-        raise DecodeError(f"cannot open {uri}: {_os_reason(exc)}") from exc
+        raise _open_error(uri, exc) from exc
 
     try:
         return _open_with_libsndfile(uri, fs, path, fileobj, size)
@@ -350,7 +350,7 @@ def _stat(uri: str, fs: fsspec.AbstractFileSystem, path: str) -> int | None:
     try:
         info = fs.info(path)
     except OSError as exc:
-        raise DecodeError(f"cannot open {uri}: {_os_reason(exc)}") from exc
+        raise _open_error(uri, exc) from exc
     if info.get("type") == "directory":
         raise DecodeError(f"cannot open {uri}: is a directory, not a file")
     size = info.get("size")
@@ -372,7 +372,7 @@ def _open_with_libsndfile(
     else:
         if guarded.error is not None:
             snd.close()
-            raise DecodeError(f"cannot decode {uri}: read error: {_one_line(guarded.error)}")
+            raise SourceUnavailableError(f"cannot decode {uri}: read error: {_one_line(guarded.error)}")
         why_ffmpeg = _prefer_ffmpeg(snd)
         if why_ffmpeg is None or _which("ffmpeg") is None or _which("ffprobe") is None:
             try:
@@ -452,7 +452,9 @@ def _copy_to_temp(uri: str, fileobj: _GuardedFile, path: str) -> str:
                 tmp.write(chunk)
     except OSError as exc:
         _remove(tmp.name)
-        raise DecodeError(f"cannot decode {uri}: read error while copying it for ffmpeg: {_one_line(exc)}") from exc
+        raise SourceUnavailableError(
+            f"cannot decode {uri}: read error while copying it for ffmpeg: {_one_line(exc)}"
+        ) from exc
     except BaseException:
         _remove(tmp.name)
         raise
@@ -688,7 +690,7 @@ class _SoundFileReader(AudioReader):
                 done += block.shape[0]
                 yield block
             if self._file.error is not None:
-                raise DecodeError(
+                raise SourceUnavailableError(
                     f"cannot decode {uri}: read error at {done / sample_rate:.2f} s: {_one_line(self._file.error)}"
                 ) from self._file.error
             if failure is not None:
@@ -925,6 +927,14 @@ def _looks_like_text(head: bytes) -> bool:
         text = head[: exc.start].decode("utf-8")
     printable = sum(ch.isprintable() or ch in "\t\r\n\f" for ch in text)
     return printable >= 0.95 * len(text)
+
+
+def _open_error(uri: str, exc: OSError) -> DecodeError:
+    """A missing, forbidden or directory path is the input's fault; anything
+    else (connection reset, server error, time-out) is the storage's."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return DecodeError(f"cannot open {uri}: {_os_reason(exc)}")
+    return SourceUnavailableError(f"cannot open {uri}: {_os_reason(exc)}")
 
 
 def _os_reason(exc: OSError) -> str:

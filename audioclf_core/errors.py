@@ -15,6 +15,14 @@ class DecodeError(AudioClfError):
     """A recording could not be opened or decoded (the input is at fault)."""
 
 
+class SourceUnavailableError(DecodeError):
+    """The storage failed while a recording was read (network, server error).
+
+    Unlike other decode errors, the recording itself may be fine: trying again
+    later may succeed, so orchestrators retry instead of recording an error row.
+    """
+
+
 class ParameterError(AudioClfError, ValueError):
     """A public argument is out of range or inconsistent with another."""
 

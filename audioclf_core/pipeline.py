@@ -27,7 +27,7 @@ import soxr
 
 from .audio_io import AudioInfo, open_audio
 from .bundle import Bundle
-from .errors import AudioClfError, DecodeError, ParameterError
+from .errors import AudioClfError, DecodeError, ParameterError, SourceUnavailableError
 from .params import ChannelMode, SilenceParams
 from .segment import SegmentedStream
 
@@ -53,6 +53,7 @@ class RecordingOutcome:
     segments: list[tuple[int, int, float, float, np.ndarray]] = field(default_factory=list)
     covered_s: float = 0.0  # seconds inside segments, summed over channels
     analysed_channels: int = 1
+    retryable: bool = False  # failed because storage failed, not because of the recording
     processed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @property
@@ -98,6 +99,7 @@ class _Failed:
     recording: str
     reason: str
     info: AudioInfo | None = None
+    retryable: bool = False
 
 
 class Classifier:
@@ -233,7 +235,7 @@ class Classifier:
                 info = reader.info
                 yield from self._stream(uri, reader)
         except AudioClfError as exc:
-            yield _Failed(uri, str(exc), info)
+            yield _Failed(uri, str(exc), info, retryable=isinstance(exc, SourceUnavailableError))
         except MemoryError:
             raise
         except Exception as exc:  # a bad file must not stop the batch
@@ -289,7 +291,7 @@ def _finish(out: RecordingOutcome, ev: _End | _Failed) -> None:
     if info is not None:
         out.sample_rate, out.channels, out.codec = info.sample_rate, info.channels, info.codec
     if isinstance(ev, _Failed):
-        out.status, out.error = "error", ev.reason
+        out.status, out.error, out.retryable = "error", ev.reason, ev.retryable
         out.segments.clear()
         out.covered_s = 0.0
         out.duration_s = info.duration_s if info is not None else None

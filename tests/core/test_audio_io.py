@@ -26,7 +26,7 @@ import soundfile as sf
 
 from audioclf_core import audio_io
 from audioclf_core.audio_io import AUDIO_EXTENSIONS, AudioInfo, expand_inputs, open_audio
-from audioclf_core.errors import DecodeError, ParameterError
+from audioclf_core.errors import DecodeError, ParameterError, SourceUnavailableError
 
 _FREQS_HZ = (220.0, 380.0, 540.0, 700.0, 860.0, 1020.0, 1180.0, 1340.0)
 _AMPS = (0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3)
@@ -563,6 +563,30 @@ def test_read_error_midway_is_not_taken_for_the_end(
     msg = _expect_open_error(uri, "read error at", "connection reset by peer")
     at = float(msg.split("read error at ")[1].split(" s")[0])
     assert 0.9 <= at <= 1.6, msg  # libsndfile reads ahead by up to 8 KiB (0.5 s here)
+    # The storage failed, not the recording: callers may retry.
+    with pytest.raises(SourceUnavailableError):
+        with open_audio(uri) as reader:
+            for _ in reader.blocks(4096):
+                pass
+
+
+def test_storage_failure_at_open_is_retryable_but_a_missing_file_is_not(
+    memfs_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    fsspec.filesystem("memory").pipe(f"{memfs_root}/y.wav", b"RIFF")
+    uri = f"memory://{memfs_root.lstrip('/')}/y.wav"
+
+    def down(self, path, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(DecodeError) as missing:
+        open_audio(uri.replace("y.wav", "none.wav"))
+    assert not isinstance(missing.value, SourceUnavailableError)
+    monkeypatch.setattr(MemoryFileSystem, "info", down)
+    with pytest.raises(SourceUnavailableError, match="Connection refused"):
+        open_audio(uri)
 
 
 @needs_ffmpeg
