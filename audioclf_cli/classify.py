@@ -89,10 +89,10 @@ def run_classify(
             _account(summary, outcome, bundle.labels)
             progress.update(task, advance=1, description=_short(outcome.recording))
             if len(batch) >= PART_RECORDINGS:
-                _write(store, batch, bundle, channels)
+                _write(store, clf, batch)
                 batch = []
         if batch:
-            _write(store, batch, bundle, channels)
+            _write(store, clf, batch)
     if csv:
         store.write_csv()
     summary.wall_s = time.perf_counter() - start
@@ -101,9 +101,9 @@ def run_classify(
     return summary
 
 
-def _write(store: ResultStore, batch: Iterable[RecordingOutcome], bundle, channels: str) -> None:
-    segments, recordings = to_tables(batch, bundle, channels=channels)
-    store.write(segments, recordings, labels=bundle.labels)
+def _write(store: ResultStore, clf: Classifier, batch: Iterable[RecordingOutcome]) -> None:
+    segments, recordings = clf.tables(batch)
+    store.write(segments, recordings, labels=clf.bundle.labels)
 
 
 def _account(summary: ClassifySummary, outcome: RecordingOutcome, labels) -> None:

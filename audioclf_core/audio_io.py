@@ -14,6 +14,8 @@ its length.
 
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import json
 import math
@@ -100,6 +102,12 @@ class AudioInfo:
         ``"FORMAT/SUBTYPE"`` from libsndfile (``"WAV/PCM_16"``, ``"WAV/ULAW"``,
         ``"FLAC/PCM_24"``, ``"OGG/VORBIS"``; MPEG layer III is ``"MP3"``) or
         ``"ffmpeg:<codec>"`` (``"ffmpeg:aac"``, ``"ffmpeg:gsm"``).
+    size : int or None
+        Size of the file in bytes, as the storage reports it.
+    etag : str or None
+        What changes when the file does: the object store's ETag, or the
+        local modification time. With ``size`` it tells an unchanged file
+        from a replaced one without reading it.
     """
 
     uri: str
@@ -107,6 +115,8 @@ class AudioInfo:
     channels: int
     frames: int | None
     codec: str
+    size: int | None = None
+    etag: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -332,31 +342,47 @@ def open_audio(uri: str, *, storage_options: Mapping[str, Any] | None = None) ->
     except (ValueError, ImportError) as exc:
         raise DecodeError(f"cannot open {uri}: {_one_line(exc)}") from exc
 
-    size = _stat(uri, fs, path)
+    size, etag = _stat(uri, fs, path)
     try:
         fileobj = fs.open(path, "rb")
     except OSError as exc:
         raise _open_error(uri, exc) from exc
 
     try:
-        return _open_with_libsndfile(uri, fs, path, fileobj, size)
+        reader = _open_with_libsndfile(uri, fs, path, fileobj, size)
     except BaseException:
         fileobj.close()
         raise
+    reader.info = dataclasses.replace(reader.info, size=size, etag=etag)
+    return reader
 
 
-def _stat(uri: str, fs: fsspec.AbstractFileSystem, path: str) -> int | None:
-    """Size in bytes, after refusing what cannot be a recording at all."""
+def file_identity(info: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """``(size, etag)`` from an fsspec ``info()``/``ls(detail=True)`` entry.
+
+    The etag is the object store's ETag (quotes stripped) or, for local and
+    in-memory files, the modification time.
+    """
+    size = info.get("size")
+    etag = info.get("ETag") or info.get("etag")
+    if etag is None:
+        mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
+        etag = None if mtime is None else str(mtime.isoformat() if hasattr(mtime, "isoformat") else mtime)
+    return (None if size is None else int(size)), (None if etag is None else str(etag).strip('"'))
+
+
+def _stat(uri: str, fs: fsspec.AbstractFileSystem, path: str) -> tuple[int | None, str | None]:
+    """Size in bytes and etag, after refusing what cannot be a recording at all."""
     try:
         info = fs.info(path)
     except OSError as exc:
         raise _open_error(uri, exc) from exc
     if info.get("type") == "directory":
         raise DecodeError(f"cannot open {uri}: is a directory, not a file")
-    size = info.get("size")
+    size, etag = file_identity(info)
     if size == 0:
         raise DecodeError(f"cannot decode {uri}: empty file (0 bytes)")
-    return size
+    return size, etag
 
 
 def _open_with_libsndfile(

@@ -50,6 +50,8 @@ class RecordingOutcome:
     sample_rate: int | None = None
     channels: int | None = None
     codec: str = ""
+    source_size: int | None = None
+    source_etag: str | None = None
     segments: list[tuple[int, int, float, float, np.ndarray]] = field(default_factory=list)
     covered_s: float = 0.0  # seconds inside segments, summed over channels
     analysed_channels: int = 1
@@ -149,6 +151,15 @@ class Classifier:
         self.resample_quality = resample_quality
         self.storage_options = dict(storage_options or {})
         self._predictor = None
+
+    @property
+    def params_sha256(self) -> str:
+        """Hash of everything besides the model that changes the results."""
+        return hash_params(self.silence, self.channels)
+
+    def tables(self, outcomes: Iterable[RecordingOutcome]):
+        """The result contract's two tables for these outcomes (see :func:`to_tables`)."""
+        return to_tables(outcomes, self.bundle, channels=self.channels, params_sha256=self.params_sha256)
 
     @property
     def predictor(self):
@@ -290,6 +301,7 @@ def _finish(out: RecordingOutcome, ev: _End | _Failed) -> None:
     info = ev.info
     if info is not None:
         out.sample_rate, out.channels, out.codec = info.sample_rate, info.channels, info.codec
+        out.source_size, out.source_etag = info.size, info.etag
     if isinstance(ev, _Failed):
         out.status, out.error, out.retryable = "error", ev.reason, ev.retryable
         out.segments.clear()
@@ -359,8 +371,23 @@ def _prefetch(items: Iterable, *, maxsize: int) -> Iterator:
     return consume()
 
 
-def to_tables(outcomes: Iterable[RecordingOutcome], bundle: Bundle, *, channels: ChannelMode):
+def hash_params(silence: SilenceParams, channels: ChannelMode) -> str:
+    """Hex SHA-256 of the parameters that, besides the model, change results."""
+    import hashlib
+    import json
+
+    spec = {"silence": silence.model_dump(mode="json"), "channels": channels}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def to_tables(
+    outcomes: Iterable[RecordingOutcome], bundle: Bundle, *, channels: ChannelMode, params_sha256: str | None = None
+):
     """Turn outcomes into the result contract's two tables.
+
+    ``params_sha256`` defaults to the hash of the bundle's own silence
+    parameters: pass :attr:`Classifier.params_sha256` when they were overridden
+    (:meth:`Classifier.tables` does).
 
     Returns
     -------
@@ -374,6 +401,8 @@ def to_tables(outcomes: Iterable[RecordingOutcome], bundle: Bundle, *, channels:
     from .results import recording_columns, segment_columns
 
     labels = bundle.labels
+    if params_sha256 is None:
+        params_sha256 = hash_params(bundle.manifest.silence, channels)
     model = {"model": bundle.name, "model_version": bundle.version, "model_sha256": bundle.sha256}
     seg_rows, rec_rows = [], []
     for out in outcomes:
@@ -386,7 +415,9 @@ def to_tables(outcomes: Iterable[RecordingOutcome], bundle: Bundle, *, channels:
         rec = {"recording": out.recording, "status": out.status, "error": out.error, "duration_s": out.duration_s,
                "sample_rate": out.sample_rate, "channels": out.channels, "n_segments": out.n_segments}
         rec.update({f"{lab}_s": s for lab, s in out.label_seconds(labels).items()})
-        rec.update({"silence_s": out.silence_s, "processed_at": out.processed_at, "channel_mode": channels, **model})
+        rec.update({"silence_s": out.silence_s, "processed_at": out.processed_at, "channel_mode": channels,
+                    "source_size": out.source_size, "source_etag": out.source_etag, "params_sha256": params_sha256,
+                    **model})
         rec_rows.append(rec)
     segments = pd.DataFrame(seg_rows, columns=segment_columns(labels))
     recordings = pd.DataFrame(rec_rows, columns=recording_columns(labels))

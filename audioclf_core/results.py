@@ -89,6 +89,7 @@ _MAX_THREADS = 16
 _STR = (pa.string(), "str")
 _I32 = (pa.int32(), "int32")
 _NULLABLE_I32 = (pa.int32(), "Int32")
+_NULLABLE_I64 = (pa.int64(), "Int64")
 _F32 = (pa.float32(), "float32")
 _F64 = (pa.float64(), "float64")
 _UTC = (pa.timestamp("us", tz="UTC"), "datetime64[us, UTC]")
@@ -125,6 +126,11 @@ def _recording_spec(labels: tuple[str, ...]) -> list[tuple[str, tuple, bool]]:
         ("silence_s", _F64, True),
         ("processed_at", _UTC, False),
         ("channel_mode", _STR, False),
+        # What the recording was when processed, and with which parameters:
+        # together with the model hash, what tells done work from new work.
+        ("source_size", _NULLABLE_I64, True),
+        ("source_etag", _STR, True),
+        ("params_sha256", _STR, False),
         *_MODEL_COLUMNS,
     ]
 

@@ -174,7 +174,7 @@ def test_bad_input_becomes_error_rows_and_the_batch_carries_on(clf, bad_inputs):
 def test_tables_follow_the_result_contract(clf, bundle, bad_inputs):
     good, cases = bad_inputs
     outcomes = list(clf.classify([good, *cases]))
-    segments, recordings = to_tables(outcomes, bundle, channels="mix")
+    segments, recordings = clf.tables(outcomes)
     assert list(segments.columns) == segment_columns(bundle.labels)
     assert list(recordings.columns) == recording_columns(bundle.labels)
     assert len(recordings) == 1 + len(cases) and set(segments.recording) == {good}
@@ -182,6 +182,10 @@ def test_tables_follow_the_result_contract(clf, bundle, bad_inputs):
     label_total = sum(ok[f"{lab}_s"] for lab in bundle.labels)
     assert label_total + ok.silence_s == pytest.approx(ok.duration_s)
     assert (segments.model_sha256 == bundle.sha256).all()
+    # The file's identity and the parameters travel with the row (what flows skip on).
+    assert ok.source_size == Path(good).stat().st_size and ok.source_etag
+    assert (recordings.params_sha256 == clf.params_sha256).all()
+    assert Classifier(bundle, channels="split").params_sha256 != clf.params_sha256
     assert ((segments.confidence >= 1 / 3) & (segments.confidence <= 1)).all()
 
 
