@@ -10,9 +10,10 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 setup:
 	@bash scripts/setup.sh
 
-# Classify the shipped sample recordings with the default model; results in results/demo/.
+# The main job on the embedded default: the classify-archive flow (Prefect's ephemeral API)
+# over the sample recordings with the default model; results in results/demo/.
 demo: setup
-	$(BIN)/audioclf classify samples/ --out results/demo --csv
+	$(BIN)/audioclf run samples/ --out results/demo --csv
 	@echo "results: results/demo/segments/ results/demo/recordings/ (and .csv beside them)"
 
 # Set up and run the whole test suite (what CI runs).

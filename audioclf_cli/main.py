@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+from datetime import datetime
 from typing import Annotated, Optional
 
 import typer
@@ -72,6 +72,39 @@ def classify(
         )
     except AudioClfError as exc:
         _fail(exc)
+    if summary.failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command()
+def run(
+    sources: Annotated[list[str], typer.Argument(help="Folders, prefixes or URLs (s3://calls/2026/11/); several make a backfill.", show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder or URL.", envvar="AUDIOCLF_OUT")],
+    model: Annotated[str, typer.Option(help="Shipped bundle name, bundle folder/archive, or URL.", envvar="AUDIOCLF_MODEL")] = "",
+    csv: Annotated[bool, typer.Option("--csv", help="Also write segments.csv and recordings.csv.")] = False,
+    channels: Annotated[str, typer.Option(help="'mix' or 'split'.")] = "mix",
+    pattern: Annotated[Optional[str], typer.Option(help="Glob on the path below each source, e.g. '*/agent-*.wav'.")] = None,
+    modified_since: Annotated[Optional[datetime], typer.Option(help="Only recordings modified since (UTC unless a zone is given).")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel tasks (threads, or Dask worker processes).")] = 2,
+    recordings_per_task: Annotated[int, typer.Option(help="Upper bound on recordings per task.")] = 25,
+    dask: Annotated[bool, typer.Option("--dask", help="Run the tasks on Dask (a local cluster unless --dask-address).")] = False,
+    dask_address: Annotated[Optional[str], typer.Option(help="An existing Dask scheduler, e.g. tcp://10.0.0.5:8786.")] = None,
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Classify again recordings that ended as error rows.")] = False,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint.", envvar="AUDIOCLF_S3_ENDPOINT_URL")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+) -> None:
+    """Classify an archive as a Prefect flow run (retries, artifacts, skips what is done)."""
+    from .run import run_flow
+
+    options = dict(csv=csv, channels=channels, pattern=pattern, modified_since=modified_since, workers=workers,
+                   recordings_per_task=recordings_per_task, dask=dask or bool(dask_address), dask_address=dask_address,
+                   retry_errors=retry_errors, endpoint_url=endpoint_url)
+    try:
+        summary = run_flow(sources=sources, out=out, model=model or None, options=options, console=None if quiet else err)
+    except AudioClfError as exc:
+        _fail(exc)
+    except Exception as exc:  # the flow run failed (after retries): one line, the run's own logs say more
+        _fail(RuntimeError(f"flow run failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"))
     if summary.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 

@@ -15,6 +15,8 @@ its length.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import posixpath
 
 import io
 import json
@@ -26,6 +28,7 @@ import subprocess
 import tempfile
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import fsspec
@@ -299,6 +302,99 @@ def _to_uri(fs: fsspec.AbstractFileSystem, protocol: str | None, path: str) -> s
         except Exception:  # noqa: BLE001 - a foreign filesystem's parser; the fallback is safe
             pass
     return fs.unstrip_protocol(path)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One recording found in an archive, with what identifies its content."""
+
+    uri: str
+    size: int | None
+    etag: str | None
+    modified: datetime | None
+
+
+def list_recordings(
+    source: str,
+    *,
+    extensions: Collection[str] = AUDIO_EXTENSIONS,
+    pattern: str | None = None,
+    modified_since: datetime | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[SourceFile]:
+    """List the recordings below a folder or prefix, with sizes and etags.
+
+    Parameters
+    ----------
+    source : str
+        A folder, prefix or single file: local path or fsspec URL.
+    extensions : collection of str
+        Keep files with these extensions (lowercase, with the dot).
+    pattern : str, optional
+        A glob matched against the path relative to ``source``
+        (``"*/calls-*.wav"``, ``"2026/11/*/*"``).
+    modified_since : datetime, optional
+        Keep files modified at or after this time (timezone-aware; naive means UTC).
+
+    Returns
+    -------
+    list of SourceFile
+        Sorted by URI.
+
+    Raises
+    ------
+    SourceUnavailableError
+        The storage could not be listed (unreachable, server error, no such bucket).
+    """
+    exts = _normalise_extensions(extensions)
+    if modified_since is not None and modified_since.tzinfo is None:
+        modified_since = modified_since.replace(tzinfo=timezone.utc)
+    try:
+        fs, root = url_to_fs(source, **dict(storage_options or {}))
+    except (ValueError, ImportError) as exc:
+        raise ParameterError(f"cannot list {source}: {_one_line(exc)}") from exc
+    protocol = split_protocol(source)[0]
+    try:
+        if fs.isfile(root):
+            entries = {root: fs.info(root)}
+            root = posixpath.dirname(root.rstrip("/"))
+        elif fs.exists(root):
+            entries = fs.find(root, detail=True)
+        elif not isinstance(fs, LocalFileSystem) and "/" in root.strip("/") and fs.exists(root.strip("/").split("/")[0]):
+            # Object stores have no empty folders: a prefix nothing was written
+            # under yet (tonight's date) in an existing bucket is just empty.
+            entries = {}
+        else:
+            raise FileNotFoundError(root)
+    except FileNotFoundError:
+        raise SourceUnavailableError(f"cannot list {source}: no such folder, prefix or bucket") from None
+    except OSError as exc:
+        raise SourceUnavailableError(f"cannot list {source}: {_os_reason(exc)}") from exc
+    found = []
+    for path, info in entries.items():
+        if info.get("type") == "directory" or not _has_extension(path, exts):
+            continue
+        rel = posixpath.relpath(path, root.rstrip("/") or "/") if root else path
+        if pattern is not None and not fnmatch.fnmatchcase(rel, pattern):
+            continue
+        modified = _modified(info)
+        if modified_since is not None and (modified is None or modified < modified_since):
+            continue
+        size, etag = file_identity(info)
+        found.append(SourceFile(_to_uri(fs, protocol, path), size, etag, modified))
+    return sorted(found, key=lambda f: f.uri)
+
+
+def _modified(info: Mapping[str, Any]) -> datetime | None:
+    value = info.get("LastModified") or info.get("mtime") or info.get("created")
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    try:
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+    except (TypeError, ValueError):
+        return None
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""``audioclf run``: an archive flow run from the shell.
+
+Prefect is imported here only, so that ``audioclf classify`` never pays for it.
+Without ``PREFECT_API_URL`` the run uses Prefect's ephemeral API; with it, the
+run is recorded on that server and shows in its UI.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+
+def prefect_defaults() -> None:
+    """Settings that make a local run work out of the box (the user's own win)."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    # A fresh PREFECT_HOME needs ~21 s to start the ephemeral API: over Prefect's 20 s default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def run_flow(
+    *, sources: Sequence[str], out: str, model: str | None, options: Mapping[str, Any], console: Console | None
+):
+    """Run ``classify-archive`` (one source) or ``backfill`` (several) and return its summary."""
+    prefect_defaults()
+    from flows.archive import ArchiveOptions, backfill, classify_archive
+
+    opts = ArchiveOptions(**{k: v for k, v in options.items() if v is not None})
+    if len(sources) == 1:
+        summary = classify_archive(sources[0], out, model=model, options=opts)
+    else:
+        summary = backfill(out, sources=list(sources), model=model, options=opts)
+    if console is not None:
+        _print(console, summary)
+    return summary
+
+
+def _print(console: Console, s) -> None:
+    table = Table(title=f"audioclf run → {s.out}", title_justify="left", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", s.model)
+    table.add_row("recordings", f"{s.listed} listed, {s.skipped} already done, {s.processed} classified, {s.failed} failed")
+    table.add_row("tasks", f"{s.batches}")
+    table.add_row("audio", f"{s.audio_s / 3600:.2f} h in {s.wall_s:.1f} s ({s.throughput:,.0f}x real time)")
+    for lab, sec in s.label_s.items():
+        table.add_row(f"  {lab}", f"{sec / 60:.1f} min, {s.label_segments.get(lab, 0)} segments")
+    console.print(table)
+    for uri, reason in s.failures[:10]:
+        console.print(f"[red]failed:[/] {reason}", soft_wrap=True)

@@ -1,0 +1,243 @@
+"""Deployable flows: classify an archive folder, or backfill many prefixes.
+
+Both list the recordings, skip those already classified with the same model
+and parameters, fan out over the rest in coarse batches (many recordings per
+task: Prefect costs ~10 ms per thread task and ~0.25 s per Dask task), gather
+failures as data, make each recording's newest rows the only ones, and publish
+artifacts (per-label hours, failures, where the results are, throughput).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field
+
+from audioclf_core.bundle import DEFAULT_MODEL
+from audioclf_core.errors import ParameterError
+from tasks.classify import (
+    BatchSummary,
+    ClassifySpec,
+    RecordingRef,
+    classify_batch,
+    classifier_for,
+    find_done,
+    finalise,
+    list_source,
+    part_name,
+)
+
+
+class ArchiveOptions(BaseModel):
+    """How to run: algorithm parameters, filters and scale-out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: Literal["mix", "split"] = "mix"
+    silence: dict[str, float] = Field(default_factory=dict, description="overrides of the model's silence parameters, e.g. {'min_silence_ms': 700}")
+    extensions: list[str] | None = Field(None, description="audio extensions to list (default: all audioclf decodes)")
+    pattern: str | None = Field(None, description="glob on the path below each source, e.g. '*/agent-*.wav'")
+    modified_since: datetime | None = None
+    csv: bool = False
+    recordings_per_task: int = Field(25, ge=1, le=100_000, description="upper bound on recordings per task")
+    workers: int = Field(2, ge=1, le=256, description="parallel tasks (threads, or Dask worker processes)")
+    dask: bool = Field(False, description="run the batches on Dask (a LocalCluster unless dask_address is set)")
+    dask_address: str | None = Field(None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    retry_errors: bool = Field(False, description="classify again recordings that ended as error rows")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (default: AUDIOCLF_S3_ENDPOINT_URL)")
+
+
+class RunSummary(BaseModel):
+    """What a flow run did; also published as artifacts."""
+
+    sources: list[str]
+    out: str
+    model: str
+    listed: int = 0
+    skipped: int = 0
+    processed: int = 0
+    failed: int = 0
+    batches: int = 0
+    failed_batches: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    segments: int = 0
+    label_s: dict[str, float] = Field(default_factory=dict)
+    label_segments: dict[str, int] = Field(default_factory=dict)
+    failures: list[tuple[str, str]] = Field(default_factory=list)
+    batch_errors: list[str] = Field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        """Audio hours per wall hour."""
+        return self.audio_s / self.wall_s if self.wall_s else 0.0
+
+
+@flow(name="classify-archive", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def classify_archive(
+    source: str, out: str, model: str | None = None, options: ArchiveOptions | None = None
+) -> RunSummary:
+    """Classify every recording under ``source`` (a folder, prefix or fsspec URL) into ``out``."""
+    return run_archive([source], out, model=model, options=options or ArchiveOptions())
+
+
+@flow(name="backfill", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def backfill(
+    out: str,
+    sources: list[str] | None = None,
+    source_template: str | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    model: str | None = None,
+    options: ArchiveOptions | None = None,
+) -> RunSummary:
+    """Classify several prefixes, or one prefix per day of a date range, in one run.
+
+    ``source_template`` is formatted with each ``date`` from ``date_from`` to
+    ``date_to`` inclusive: ``"s3://calls/{date:%Y/%m/%d}/"``.
+    """
+    return run_archive(expand_sources(sources, source_template, date_from, date_to), out, model=model,
+                       options=options or ArchiveOptions())
+
+
+def expand_sources(
+    sources: list[str] | None, template: str | None, date_from: date | None, date_to: date | None
+) -> list[str]:
+    """The explicit sources plus the template's prefix for each day of the range."""
+    out = list(sources or [])
+    if template is not None:
+        if date_from is None:
+            raise ParameterError("source_template needs date_from (and optionally date_to)")
+        last = date_to or date_from
+        if last < date_from:
+            raise ParameterError(f"date_to={last} is before date_from={date_from}")
+        if (last - date_from).days > 3660:
+            raise ParameterError(f"{date_from}..{last} spans more than ten years: split the backfill")
+        day = date_from
+        while day <= last:
+            out.append(template.format(date=day))
+            day += timedelta(days=1)
+    if not out:
+        raise ParameterError("nothing to backfill: give sources, or source_template with date_from")
+    return list(dict.fromkeys(out))
+
+
+def batch_size(n: int, *, workers: int, most: int) -> int:
+    """Recordings per task: coarse (few tasks) but enough tasks to keep every worker busy."""
+    return max(1, min(most, math.ceil(n / (2 * workers)))) if n else 1
+
+
+@flow(name="classify-batches")
+def classify_batches(batches: list[list[RecordingRef]], parts: list[str], out: str, spec: ClassifySpec) -> list[BatchSummary | str]:
+    """Run the batch tasks; a batch that fails after its retries comes back as its error message."""
+    futures = [classify_batch.submit(b, out=out, spec=spec, part=p) for b, p in zip(batches, parts)]
+    results: list[BatchSummary | str] = []
+    for fut in futures:
+        try:
+            results.append(fut.result())
+        except Exception as exc:  # failures are data here; the parent flow decides
+            results.append(f"{type(exc).__name__}: {exc}")
+    return results
+
+
+def _task_runner(options: ArchiveOptions):
+    if not options.dask:
+        return ThreadPoolTaskRunner(max_workers=options.workers)
+    from prefect_dask import DaskTaskRunner
+
+    if options.dask_address:
+        return DaskTaskRunner(address=options.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": options.workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    )
+
+
+def run_archive(sources: list[str], out: str, *, model: str | None, options: ArchiveOptions) -> RunSummary:
+    """The body shared by the flows (call it inside a flow run)."""
+    log = get_run_logger()
+    start = time.perf_counter()
+    model = model or os.environ.get("AUDIOCLF_MODEL") or DEFAULT_MODEL
+    spec = ClassifySpec(model=model, channels=options.channels, silence=options.silence, endpoint_url=options.endpoint_url)
+    clf = classifier_for(spec)  # validates the bundle and parameters before any work
+    summary = RunSummary(sources=sources, out=out, model=f"{clf.bundle.name} {clf.bundle.version}")
+
+    listings = [
+        list_source.submit(src, extensions=options.extensions, pattern=options.pattern,
+                           modified_since=options.modified_since, endpoint_url=options.endpoint_url)
+        for src in sources
+    ]
+    refs = list({r.uri: r for fut in listings for r in fut.result()}.values())
+    done = find_done(out, spec, retry_errors=options.retry_errors)
+    todo = [r for r in refs if r.key not in done]
+    summary.listed, summary.skipped = len(refs), len(refs) - len(todo)
+    size = batch_size(len(todo), workers=options.workers, most=options.recordings_per_task)
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+    summary.batches = len(batches)
+    log.info("%d recordings listed, %d already done, %d to classify in %d tasks of up to %d",
+             summary.listed, summary.skipped, len(todo), len(batches), size)
+
+    if batches:
+        parts = [part_name(b, spec) for b in batches]
+        results = classify_batches.with_options(task_runner=_task_runner(options))(batches, parts, out, spec)
+        for res in results:
+            if isinstance(res, str):
+                summary.failed_batches += 1
+                summary.batch_errors.append(res)
+                continue
+            summary.processed += res.recordings
+            summary.failed += res.failed
+            summary.audio_s += res.audio_s
+            summary.segments += res.segments
+            summary.failures.extend(res.failures)
+            for lab, sec in res.label_s.items():
+                summary.label_s[lab] = summary.label_s.get(lab, 0.0) + sec
+            for lab, n in res.label_segments.items():
+                summary.label_segments[lab] = summary.label_segments.get(lab, 0) + n
+    finalise(out, csv=options.csv, endpoint_url=options.endpoint_url)
+    summary.wall_s = time.perf_counter() - start
+    _publish(summary, clf.bundle.labels)
+    if summary.failed_batches:
+        raise RuntimeError(
+            f"{summary.failed_batches} of {summary.batches} batches failed after their retries "
+            f"(results of the others are in {out}; a re-run completes the rest): {summary.batch_errors[0]}"
+        )
+    log.info("done: %d classified (%d failed), %d skipped, %.2f h of audio at %.0fx real time",
+             summary.processed, summary.failed, summary.skipped, summary.audio_s / 3600, summary.throughput)
+    return summary
+
+
+def _publish(s: RunSummary, labels: tuple[str, ...]) -> None:
+    """Artifacts a person reads in the UI: labels, failures, where, how fast."""
+    create_table_artifact(
+        key="audioclf-labels",
+        table=[{"label": lab, "hours": round(s.label_s.get(lab, 0.0) / 3600, 4), "segments": s.label_segments.get(lab, 0)}
+               for lab in labels],
+        description="Audio per label classified in this run",
+    )
+    failures = [{"recording": uri, "reason": reason} for uri, reason in s.failures]
+    failures += [{"recording": "(batch)", "reason": err} for err in s.batch_errors]
+    create_table_artifact(
+        key="audioclf-failures",
+        table=failures or [{"recording": "", "reason": "no failures"}],
+        description=f"{len(failures)} recordings or batches failed",
+    )
+    create_markdown_artifact(
+        key="audioclf-run",
+        markdown=(
+            f"## audioclf run\n\n"
+            f"- **sources**: {', '.join(f'`{x}`' for x in s.sources)}\n"
+            f"- **results**: `{s.out}/segments/`, `{s.out}/recordings/`\n"
+            f"- **model**: {s.model}\n"
+            f"- **recordings**: {s.listed} listed, {s.skipped} already done, {s.processed} classified, {s.failed} failed\n"
+            f"- **batches**: {s.batches} ({s.failed_batches} failed after retries)\n"
+            f"- **audio**: {s.audio_s / 3600:.3f} h in {s.wall_s:.1f} s: **{s.throughput:,.0f} audio hours per wall hour**\n"
+        ),
+        description="Where the results are and how fast the run went",
+    )

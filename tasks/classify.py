@@ -1,0 +1,177 @@
+"""Tasks of the archive flows: list, find what is done, classify batches, finalise."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from datetime import datetime
+from functools import lru_cache
+from typing import Literal
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+from pydantic import BaseModel, ConfigDict, Field
+
+from audioclf_core.audio_io import AUDIO_EXTENSIONS, list_recordings
+from audioclf_core.bundle import load_bundle
+from audioclf_core.errors import SourceUnavailableError
+from audioclf_core.pipeline import Classifier
+from audioclf_core.results import ResultStore
+
+from .settings import storage_options
+
+# I/O tasks retry with exponential backoff (2, 4, 8 s, with jitter): long
+# enough for a store's brief outage, short enough to fail a run clearly.
+IO_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
+
+
+class ClassifySpec(BaseModel):
+    """How to classify: the model and the parameters that change results."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    channels: Literal["mix", "split"] = "mix"
+    silence: dict[str, float] = Field(default_factory=dict, description="overrides of the model's silence parameters")
+    batch_windows: int = Field(1024, ge=1)
+    endpoint_url: str | None = None
+
+
+class RecordingRef(BaseModel):
+    """A recording to classify and what identifies its content."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    size: int | None = None
+    etag: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int | None, str | None]:
+        return (self.uri, self.size, self.etag)
+
+
+class BatchSummary(BaseModel):
+    """What one classify task did."""
+
+    part: str
+    recordings: int = 0
+    failed: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    segments: int = 0
+    label_s: dict[str, float] = Field(default_factory=dict)
+    label_segments: dict[str, int] = Field(default_factory=dict)
+    failures: list[tuple[str, str]] = Field(default_factory=list)
+
+
+_LOCK = threading.Lock()
+
+
+def classifier_for(spec: ClassifySpec) -> Classifier:
+    """One classifier (and so one loaded model) per process and spec."""
+    with _LOCK:  # thread tasks start together: load once, not once per thread
+        return _classifier(spec.model_dump_json())
+
+
+@lru_cache(maxsize=4)
+def _classifier(spec_json: str) -> Classifier:
+    spec = ClassifySpec.model_validate_json(spec_json)
+    options = storage_options(spec.endpoint_url)
+    bundle = load_bundle(spec.model, storage_options=options)
+    silence = bundle.manifest.silence.replace(**spec.silence)
+    return Classifier(bundle, silence=silence, channels=spec.channels, batch_windows=spec.batch_windows,
+                      storage_options=options)
+
+
+@task(name="list-recordings", cache_policy=NO_CACHE, **IO_RETRIES)
+def list_source(
+    source: str,
+    *,
+    extensions: list[str] | None = None,
+    pattern: str | None = None,
+    modified_since: datetime | None = None,
+    endpoint_url: str | None = None,
+) -> list[RecordingRef]:
+    """List the recordings under one folder or prefix."""
+    files = list_recordings(
+        source, extensions=extensions or sorted(AUDIO_EXTENSIONS), pattern=pattern, modified_since=modified_since,
+        storage_options=storage_options(endpoint_url),
+    )
+    get_run_logger().info("%d recordings under %s", len(files), source)
+    return [RecordingRef(uri=f.uri, size=f.size, etag=f.etag) for f in files]
+
+
+@task(name="find-done", cache_policy=NO_CACHE, **IO_RETRIES)
+def find_done(out: str, spec: ClassifySpec, *, retry_errors: bool = False) -> set[tuple[str, int | None, str | None]]:
+    """Keys of recordings already classified in ``out`` with this model and these parameters."""
+    clf = classifier_for(spec)
+    store = ResultStore(out, storage_options=storage_options(spec.endpoint_url))
+    recs = store.read_recordings()
+    if recs.empty or "params_sha256" not in recs:
+        return set()
+    same = recs[(recs.model_sha256 == clf.bundle.sha256) & (recs.params_sha256 == clf.params_sha256)]
+    if retry_errors:
+        same = same[same.status == "ok"]
+    return {
+        (r.recording, None if r.source_size is None or r.source_size != r.source_size else int(r.source_size),
+         None if r.source_etag is None or r.source_etag != r.source_etag else str(r.source_etag))
+        for r in same.itertuples(index=False)
+    }
+
+
+def part_name(refs: list[RecordingRef], spec: ClassifySpec) -> str:
+    """A part name fixed by its contents: a retried or re-run batch overwrites itself."""
+    clf = classifier_for(spec)
+    h = hashlib.sha256(f"{clf.bundle.sha256}:{clf.params_sha256}".encode())
+    for ref in sorted(refs, key=lambda r: r.uri):
+        h.update(f"\n{ref.uri}\t{ref.size}\t{ref.etag}".encode())
+    return h.hexdigest()[:24]
+
+
+@task(name="classify-batch", cache_policy=NO_CACHE, task_run_name="classify-{part}", **IO_RETRIES)
+def classify_batch(refs: list[RecordingRef], *, out: str, spec: ClassifySpec, part: str) -> BatchSummary:
+    """Classify a batch of recordings and write their rows as one part.
+
+    A recording that cannot be read becomes an error row. A failure of the
+    storage (unreachable, server errors) raises instead, so that the task is
+    retried and, if it goes on, the run fails rather than recording the
+    outage as bad recordings.
+    """
+    start = time.perf_counter()
+    clf = classifier_for(spec)
+    outcomes = list(clf.classify([r.uri for r in refs]))
+    outage = [o for o in outcomes if o.retryable]
+    if outage:
+        raise SourceUnavailableError(f"{len(outage)} of {len(refs)} recordings unreadable: {outage[0].error}")
+    segments, recordings = clf.tables(outcomes)
+    store = ResultStore(out, storage_options=storage_options(spec.endpoint_url))
+    store.write(segments, recordings, labels=clf.bundle.labels, part=part, replace=False)
+    summary = BatchSummary(part=part, recordings=len(outcomes), wall_s=time.perf_counter() - start)
+    for o in outcomes:
+        if o.status != "ok":
+            summary.failed += 1
+            summary.failures.append((o.recording, o.error))
+            continue
+        summary.audio_s += o.duration_s or 0.0
+        summary.segments += o.n_segments
+        for lab, sec in o.label_seconds(clf.bundle.labels).items():
+            summary.label_s[lab] = summary.label_s.get(lab, 0.0) + sec
+    if len(segments):
+        summary.label_segments = {str(k): int(v) for k, v in segments.label.value_counts().items()}
+    return summary
+
+
+@task(name="finalise-results", cache_policy=NO_CACHE, **IO_RETRIES)
+def finalise(out: str, *, csv: bool, endpoint_url: str | None = None) -> int:
+    """Make each recording's newest rows the only ones; write the CSVs if asked.
+
+    Returns the number of superseded rows removed.
+    """
+    store = ResultStore(out, storage_options=storage_options(endpoint_url))
+    removed = store.replace_older()
+    if csv:
+        store.write_csv()
+    return removed
