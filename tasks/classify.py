@@ -9,6 +9,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Literal
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
@@ -115,9 +116,10 @@ def find_done(out: str, spec: ClassifySpec, *, retry_errors: bool = False) -> se
     same = recs[(recs.model_sha256 == clf.bundle.sha256) & (recs.params_sha256 == clf.params_sha256)]
     if retry_errors:
         same = same[same.status == "ok"]
+    # source_size is a nullable Int64 column: a missing value is pd.NA, whose truth is ambiguous.
     return {
-        (r.recording, None if r.source_size is None or r.source_size != r.source_size else int(r.source_size),
-         None if r.source_etag is None or r.source_etag != r.source_etag else str(r.source_etag))
+        (r.recording, None if pd.isna(r.source_size) else int(r.source_size),
+         None if pd.isna(r.source_etag) else str(r.source_etag))
         for r in same.itertuples(index=False)
     }
 
@@ -146,6 +148,13 @@ def classify_batch(refs: list[RecordingRef], *, out: str, spec: ClassifySpec, pa
     outage = [o for o in outcomes if o.retryable]
     if outage:
         raise SourceUnavailableError(f"{len(outage)} of {len(refs)} recordings unreadable: {outage[0].error}")
+    # A file that could not even be opened has no identity of its own; give its
+    # error row the listing's, so that find_done knows it and a re-run skips it.
+    listed = {r.uri: r for r in refs}
+    for o in outcomes:
+        ref = listed.get(o.recording)
+        if ref is not None and o.source_size is None and o.source_etag is None:
+            o.source_size, o.source_etag = ref.size, ref.etag
     segments, recordings = clf.tables(outcomes)
     store = ResultStore(out, storage_options=storage_options(spec.endpoint_url))
     store.write(segments, recordings, labels=clf.bundle.labels, part=part, replace=False)

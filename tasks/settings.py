@@ -21,6 +21,9 @@ from audioclf_core.storage import storage_options_for
 def storage_options(endpoint_url: str | None = None) -> dict[str, Any]:
     """fsspec options for the object store, from the environment and blocks."""
     options = storage_options_for(endpoint_url=endpoint_url or os.environ.get("AUDIOCLF_S3_ENDPOINT_URL"))
+    # No listing cache: a worker process outlives one run, recordings keep arriving,
+    # and s3fs answers info() for a file its cached listing lacks with "no such file".
+    options["use_listings_cache"] = False
     block = os.environ.get("AUDIOCLF_S3_SECRET_BLOCK")
     if block:
         from prefect.blocks.system import Secret

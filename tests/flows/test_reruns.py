@@ -1,0 +1,165 @@
+"""What a re-run does: skip done work, redo what changed, finish what a killed run left."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from audioclf_core.bundle import load_bundle
+from audioclf_core.results import ResultStore
+from flows.archive import ArchiveOptions, classify_archive
+
+from .conftest import BAD_FILES, ROOT, copy_samples, run, sample_of
+
+pytestmark = pytest.mark.slow
+
+OK_NAMES = ["call-003.flac", "call-004-ulaw.wav"]
+BAD_NAMES = ["empty.wav", "notes.mp3"]
+KEY = ["recording", "channel", "segment"]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """A folder of two samples and two bad files, and the results of one run over it."""
+    root = tmp_path_factory.mktemp("baseline")
+    src = root / "calls"
+    copy_samples(src, OK_NAMES)
+    for name in BAD_NAMES:
+        (src / name).write_bytes(BAD_FILES[name][0]())
+    state, summary = run(classify_archive, str(src), str(root / "out"))
+    assert state.is_completed() and (summary.processed, summary.failed) == (4, 2)
+    store = ResultStore(str(root / "out"))
+    return src, root / "out", store.read_recordings(), store.read_segments()
+
+
+@pytest.fixture
+def results(baseline, tmp_path):
+    """A copy of the baseline's results, for a test to run over again."""
+    _, out, _, _ = baseline
+    shutil.copytree(out, tmp_path / "out")
+    return str(tmp_path / "out")
+
+
+@pytest.fixture(scope="session")
+def other_bundle(tmp_path_factory):
+    """The placeholder's contract with other weights: a model built from another seed."""
+    import keras
+
+    from audioclf_core.architectures import build_model
+    from audioclf_core.bundle import save_bundle
+
+    src = load_bundle("placeholder")
+    keras.utils.set_random_seed(1)
+    model = build_model(src.manifest.architecture, src.input_shape, len(src.labels), width=8)
+    fields = src.manifest.model_dump(exclude={"sha256", "created_at"})
+    fields.update(name="placeholder-seed1", version="0.0.1",
+                  provenance={"training": "none (seeded random initialisation, seed 1)", "built_by": "tests/flows"})
+    bundle = save_bundle(model, tmp_path_factory.mktemp("bundles") / "seed1", **fields)
+    assert bundle.sha256 != src.sha256
+    return bundle
+
+
+def one_row_set_each(recs: pd.DataFrame, segs: pd.DataFrame) -> None:
+    assert recs.recording.is_unique
+    assert not segs.duplicated(KEY).any()
+    counts = segs.groupby("recording").size()
+    assert all(counts.get(r.recording, 0) == r.n_segments for r in recs.itertuples())
+
+
+def test_another_model_reclassifies_everything(baseline, results, other_bundle):
+    src, _, recs_0, segs_0 = baseline
+    state, summary = run(classify_archive, str(src), results, model=str(other_bundle.path))
+    assert state.is_completed(), state.message
+    assert (summary.listed, summary.skipped, summary.processed) == (4, 0, 4)
+    assert summary.model == "placeholder-seed1 0.0.1"
+
+    store = ResultStore(results)
+    recs, segs = store.read_recordings(), store.read_segments()
+    one_row_set_each(recs, segs)
+    assert list(recs.recording) == list(recs_0.recording)
+    assert set(recs.model_sha256) == set(segs.model_sha256) == {other_bundle.sha256}
+    # Same cuts (same silence parameters), other weights: other probabilities.
+    pd.testing.assert_frame_equal(segs[[*KEY, "start_s", "end_s"]], segs_0[[*KEY, "start_s", "end_s"]])
+    assert (segs.p_speech != segs_0.p_speech).all()
+    # The error rows were redone too: made by the new model, with the same reasons.
+    assert recs[recs.status == "error"].error.tolist() == recs_0[recs_0.status == "error"].error.tolist()
+
+
+def test_other_silence_parameters_reclassify_everything(baseline, results):
+    src, _, recs_0, _ = baseline
+    state, summary = run(classify_archive, str(src), results, options=ArchiveOptions(silence={"min_silence_ms": 700.0}))
+    assert state.is_completed(), state.message
+    assert (summary.skipped, summary.processed) == (0, 4)
+
+    store = ResultStore(results)
+    recs, segs = store.read_recordings(), store.read_segments()
+    one_row_set_each(recs, segs)
+    assert recs.params_sha256.nunique() == 1
+    assert recs.params_sha256.iloc[0] != recs_0.params_sha256.iloc[0]
+    assert (recs.processed_at > recs_0.processed_at.max()).all()
+
+
+def test_retry_errors_reclassifies_only_the_error_rows(baseline, results):
+    src, _, recs_0, _ = baseline
+    state, summary = run(classify_archive, str(src), results, options=ArchiveOptions(retry_errors=True))
+    assert state.is_completed(), state.message
+    assert (summary.listed, summary.skipped, summary.processed, summary.failed) == (4, 2, 2, 2)
+    assert sorted(uri for uri, _ in summary.failures) == sorted(str(src / n) for n in BAD_NAMES)
+
+    recs = ResultStore(results).read_recordings().set_index("recording")
+    before = recs_0.set_index("recording")
+    assert list(recs.index) == list(before.index)
+    ok = before.status == "ok"
+    assert (recs.processed_at[ok] == before.processed_at[ok]).all()  # untouched
+    assert (recs.processed_at[~ok] > before.processed_at.max()).all()  # made again
+    # Without retry_errors, the error rows count as done.
+    state, plain = run(classify_archive, str(src), results)
+    assert state.is_completed(), state.message
+    assert (plain.skipped, plain.processed) == (4, 0)
+
+
+def test_a_killed_run_is_completed_by_the_next_without_duplicates(tmp_path, prefect_api, truth):
+    src = tmp_path / "calls"
+    copy_samples(src, ["call-004-ulaw.wav"], copies=40)
+    out = tmp_path / "out"
+    code = (
+        "from flows.archive import ArchiveOptions, classify_archive\n"
+        f"classify_archive({str(src)!r}, {str(out)!r}, options=ArchiveOptions(recordings_per_task=2))\n"
+    )
+    # The same API as this session: the killed run is recorded where the next one is.
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    with open(tmp_path / "killed.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=log, stderr=log,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and not list((out / "recordings").glob("part-*.parquet")):
+                assert time.monotonic() < deadline, "no part written in 300 s"
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
+
+    done = ResultStore(str(out)).read_recordings()
+    assert 1 <= len(done) < 40
+    summary = classify_archive(str(src), str(out), options=ArchiveOptions(recordings_per_task=2))
+    assert (summary.listed, summary.skipped, summary.processed, summary.failed) == (40, len(done), 40 - len(done), 0)
+
+    store = ResultStore(str(out))
+    recs, segs = store.read_recordings(), store.read_segments()
+    assert len(recs) == 40 and recs.recording.is_unique and (recs.status == "ok").all()
+    assert not segs.duplicated(KEY).any()
+    assert len(segs) == sum(truth[sample_of(uri)] for uri in recs.recording)
+    one_row_set_each(recs, segs)
+    # What the killed run finished was kept as it was, not made again.
+    kept = recs.set_index("recording").loc[done.recording, "processed_at"]
+    assert (kept.to_numpy() == done.processed_at.to_numpy()).all()

@@ -1,0 +1,117 @@
+"""Object-store failures: a proxy between the flow and the S3 server fails chosen requests.
+
+Faults are decided per request (no timing): the first N GETs of one recording,
+or every PUT under the results prefix.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import flows.archive
+from flows.archive import ArchiveOptions, classify_archive
+from tasks.classify import IO_RETRIES, classify_batch
+
+from .conftest import SAMPLES, artifacts_of, batch_runs, run, table_rows
+
+pytestmark = pytest.mark.slow
+
+NAMES = ["call-003.flac", "call-004-ulaw.wav"]
+BOTOCORE_ATTEMPTS = 2
+# One attempt to decode a recording whose GETs all fail reads it three times
+# (libsndfile's read, then two reads while copying it for ffmpeg), each read
+# BOTOCORE_ATTEMPTS GETs (s3fs does not retry a 500): 6 GETs. 12 failed GETs
+# outlast two attempts of the task; its third attempt reads the recording.
+GETS_PER_ATTEMPT = 3 * BOTOCORE_ATTEMPTS
+FAILED_GETS = 2 * GETS_PER_ATTEMPT
+
+
+@pytest.fixture
+def fast_retries(monkeypatch):
+    """Retries as deployed, minus the waits.
+
+    The batch task keeps its retries but waits 0 s between them (the flow looks
+    ``classify_batch`` up at call time). botocore makes BOTOCORE_ATTEMPTS
+    attempts per call in its standard mode (the deployment's own knob, in the
+    environment): its legacy default of 5 attempts with up to 8 s of backoff
+    would spend ~20 s per failed read.
+    """
+    monkeypatch.setattr(flows.archive, "classify_batch", classify_batch.with_options(retry_delay_seconds=0))
+    monkeypatch.setenv("AWS_RETRY_MODE", "standard")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", str(BOTOCORE_ATTEMPTS))
+
+
+def read(out: str, s3_server) -> tuple[pd.DataFrame, pd.DataFrame]:
+    opts = {**s3_server.storage_options, "use_listings_cache": False}
+    return (pd.read_parquet(f"{out}/recordings", storage_options=opts),
+            pd.read_parquet(f"{out}/segments", storage_options=opts))
+
+
+@pytest.fixture
+def archive(s3, s3_env):
+    fs, bucket = s3
+    for name in NAMES:
+        fs.put_file(str(SAMPLES / name), f"{bucket}/calls/{name}")
+    return bucket
+
+
+def test_transient_read_failures_are_retried_to_complete_results(archive, s3_server, faulty_proxy, fast_retries):
+    bucket = archive
+    victim = f"/{bucket}/calls/call-004-ulaw.wav"
+
+    def fault(method, path):
+        if method == "GET" and path == victim and faulty_proxy.failed[method, path] < FAILED_GETS:
+            return 500
+        return None
+
+    faulty_proxy.fault = fault
+    state, summary = run(classify_archive, f"s3://{bucket}/calls/", f"s3://{bucket}/faulty",
+                         options=ArchiveOptions(endpoint_url=faulty_proxy.endpoint_url))
+
+    assert faulty_proxy.failed["GET", victim] == FAILED_GETS  # the outage happened, and was outlasted
+    assert faulty_proxy.seen["GET", victim] > FAILED_GETS
+    assert state.is_completed(), state.message
+    assert (summary.processed, summary.failed, summary.failed_batches) == (2, 0, 0)
+    # The task, not only botocore, had to try again: its run count says how often.
+    batches = {t.name: t.run_count for t in batch_runs(state.state_details.flow_run_id, 2)}
+    assert sorted(batches.values()) == [1, 3], batches
+
+    # The same rows as a run straight to the server, without the proxy.
+    state, clean = run(classify_archive, f"s3://{bucket}/calls/", f"s3://{bucket}/clean",
+                       options=ArchiveOptions(endpoint_url=s3_server.endpoint_url))
+    assert state.is_completed(), state.message
+    assert clean.processed == 2
+    recs, segs = read(f"s3://{bucket}/faulty", s3_server)
+    ref_recs, ref_segs = read(f"s3://{bucket}/clean", s3_server)
+    assert (recs.status == "ok").all() and len(recs) == 2
+    pd.testing.assert_frame_equal(recs.drop(columns="processed_at"), ref_recs.drop(columns="processed_at"))
+    pd.testing.assert_frame_equal(segs, ref_segs, rtol=1e-5)
+
+
+def test_a_store_that_stays_down_fails_the_run_clearly(archive, s3, s3_server, faulty_proxy, fast_retries):
+    bucket = archive
+    results = f"/{bucket}/results/"
+    faulty_proxy.fault = lambda method, path: 500 if method == "PUT" and path.startswith(results) else None
+
+    state, _ = run(classify_archive, f"s3://{bucket}/calls/", f"s3://{bucket}/results",
+                   options=ArchiveOptions(endpoint_url=faulty_proxy.endpoint_url))
+
+    assert state.is_failed()
+    message = state.message
+    assert "2 of 2 batches failed after their retries" in message, message
+    assert f"cannot write results to s3://{bucket}/results" in message, message
+    assert "injected by the test proxy" in message, message  # the server's own reason
+    # Every attempt of every batch tried to write, and each was refused.
+    attempts = 1 + IO_RETRIES["retries"]
+    batches = batch_runs(state.state_details.flow_run_id, 2)
+    assert [t.run_count for t in batches] == [attempts, attempts]
+    assert all(t.state.is_failed() for t in batches)
+    refused = sum(n for (method, _), n in faulty_proxy.failed.items() if method == "PUT")
+    assert refused == 2 * attempts * BOTOCORE_ATTEMPTS  # each attempt's first PUT (segments) refused
+    # Nothing half-written, and the failures are published for a person to read.
+    fs, _ = s3
+    assert fs.find(f"{bucket}/results") == []
+    failures = table_rows(artifacts_of(state.state_details.flow_run_id)["audioclf-failures"])
+    assert [r["recording"] for r in failures] == ["(batch)", "(batch)"]
+    assert all("cannot write results" in r["reason"] for r in failures)
