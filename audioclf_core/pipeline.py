@@ -412,7 +412,7 @@ def to_tables(
                    "label": labels[best], "confidence": float(probs[best])}
             row.update({f"p_{lab}": float(p) for lab, p in zip(labels, probs)})
             seg_rows.append({**row, **model})
-        rec = {"recording": out.recording, "status": out.status, "error": out.error, "duration_s": out.duration_s,
+        rec = {"recording": out.recording, "status": out.status, "error": out.error or None, "duration_s": out.duration_s,
                "sample_rate": out.sample_rate, "channels": out.channels, "n_segments": out.n_segments}
         rec.update({f"{lab}_s": s for lab, s in out.label_seconds(labels).items()})
         rec.update({"silence_s": out.silence_s, "processed_at": out.processed_at, "channel_mode": channels,

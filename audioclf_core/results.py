@@ -45,6 +45,7 @@ import json
 import os
 import posixpath
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -90,6 +91,7 @@ _STR = (pa.string(), "str")
 _I32 = (pa.int32(), "int32")
 _NULLABLE_I32 = (pa.int32(), "Int32")
 _NULLABLE_I64 = (pa.int64(), "Int64")
+STALE_TEMP_S = 3600.0  # a temp file this old belongs to no live writer
 _F32 = (pa.float32(), "float32")
 _F64 = (pa.float64(), "float64")
 _UTC = (pa.timestamp("us", tz="UTC"), "datetime64[us, UTC]")
@@ -510,6 +512,7 @@ class ResultStore:
             A part cannot be read, rewritten or deleted.
         """
         with self._guard("replace older results in"):
+            self._sweep_temps()
             rec_paths = self._list(RECORDINGS)
             seg_paths = self._list(SEGMENTS)
             rec_tables = self._scan(rec_paths, ["recording", "processed_at"])
@@ -532,6 +535,25 @@ class ResultStore:
                 return found
 
             return self._apply(stale(seg_tables), stale(rec_tables), rec_tables)
+
+    def _sweep_temps(self, older_than_s: float = STALE_TEMP_S) -> None:
+        """Delete hidden temp files that a killed local writer left behind.
+
+        Only old ones: a young temp file may belong to a writer still running.
+        Object stores need no sweep (they are written with one atomic PUT).
+        """
+        if not self._local:
+            return
+        cutoff = time.time() - older_than_s
+        for folder in (self._root, self._dir(SEGMENTS), self._dir(RECORDINGS)):
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                if e.name.startswith(".") and e.name.endswith(".tmp") and e.is_file() and e.stat().st_mtime < cutoff:
+                    with suppress(FileNotFoundError):
+                        os.unlink(e.path)
 
     def write_csv(self) -> None:
         """Write ``OUT/segments.csv`` and ``OUT/recordings.csv`` from the current datasets.

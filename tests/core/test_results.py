@@ -562,3 +562,21 @@ def test_check_writable_refuses_early_and_leaves_nothing(tmp_path, s3_server, s3
     import fsspec
 
     assert fsspec.filesystem("s3", **s3_server.storage_options).ls(s3_bucket) == []
+
+
+def test_replace_older_sweeps_temp_files_left_by_killed_writers(tmp_path):
+    import time as _time
+
+    store = ResultStore(str(tmp_path / "out"))
+    segments, recordings = batch(["a.wav"])
+    store.write(segments, recordings, labels=LABELS)
+    seg_dir = tmp_path / "out" / "segments"
+    old = seg_dir / ".part-x.parquet.dead.tmp"
+    young = seg_dir / ".part-y.parquet.live.tmp"
+    old.write_bytes(b"half a part")
+    young.write_bytes(b"being written")
+    past = _time.time() - 2 * 3600
+    os.utime(old, (past, past))
+    store.replace_older()
+    assert not old.exists() and young.exists()
+    assert len(store.read_recordings()) == 1
