@@ -17,7 +17,8 @@ demo: setup
 	@echo "results: results/demo/segments/ results/demo/recordings/ (and .csv beside them)"
 
 # Set up and run the whole test suite (what CI runs).
-test: setup
+test:
+	@bash scripts/setup.sh --test
 	$(BIN)/python -m pytest -q
 
 # Rebuild the sample recordings and test clips from Debian packages (see samples/SOURCES.md).

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything audioclf needs on a Debian machine; safe to run again.
+#   scripts/setup.sh          what running audioclf needs
+#   scripts/setup.sh --test   that, plus what the tests need (a user-space PulseAudio for the live tests)
 #   - Debian packages (ffmpeg, libsndfile1, libportaudio2, python3-venv) when missing
 #   - a virtual environment in .venv with the locked package set (constraints.txt)
 # Re-running skips whatever is already in place.
@@ -11,6 +13,9 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 VENV=.venv
 STAMP="$VENV/.audioclf-installed"
 DEB_PACKAGES=(ffmpeg libsndfile1 libportaudio2)
+# The live tests play audio into a PulseAudio null sink that PortAudio reads through ALSA.
+DEB_TEST_PACKAGES=(pulseaudio pulseaudio-utils libasound2-plugins)
+[ "${1:-}" = "--test" ] && DEB_PACKAGES+=("${DEB_TEST_PACKAGES[@]}")
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -1,0 +1,56 @@
+"""Requests the sidecar cannot carry out: one readable line and a non-zero exit."""
+
+from __future__ import annotations
+
+import pytest
+
+from .helpers import SAMPLES, one_error_line, run_cli
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["--device", "999"], "no input device #999"),
+        (["--device", "no-such-microphone"], "no input device named 'no-such-microphone'"),
+        (["--device", "pulse", "--samplerate", "500"], "sample rate 500 is not supported"),
+        (["--device", "pulse", "--samplerate", "1000000"], "sample rate 1000000 is not supported"),
+        (["--device", "pulse", "--channels", "64"], "has 32 input channels, not 64"),
+    ],
+    ids=["index", "name", "rate-low", "rate-high", "channels"],
+)
+def test_a_device_that_cannot_be_used_is_one_line(pulse, env, tmp_path, args, expect):
+    env = {**env, **{k: pulse.env[k] for k in ("PULSE_SERVER", "XDG_RUNTIME_DIR")}}
+    events = tmp_path / "x.jsonl"
+    done = run_cli(["run", *args, "--jsonl", str(events), "--out", str(tmp_path / "out")], env=env)
+    assert done.returncode == 1
+    assert expect in one_error_line(done.stderr)
+    assert not events.exists() and not (tmp_path / "out").exists()  # nothing created for a refused request
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [["run"], ["devices"]])
+def test_no_input_device_at_all_is_one_line(env, command):
+    # env points PULSE_SERVER at a socket that does not exist: PortAudio finds no input.
+    done = run_cli(command, env=env)
+    assert done.returncode == 1
+    assert "no input device: PortAudio finds none" in one_error_line(done.stderr)
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["--replay", str(SAMPLES / "missing.wav")], "missing.wav"),
+        (["--replay", str(SAMPLES / "call-001.wav"), "--device", "pulse"], "not both"),
+        (["--replay", str(SAMPLES / "call-001.wav"), "--samplerate", "16000"], "apply to devices"),
+        (["--replay", str(SAMPLES / "call-001.wav"), "--engine", "onnx"], "engine='onnx'"),
+        (["--replay", str(SAMPLES / "call-001.wav"), "--min-silence-ms", "0"], "min_silence_ms"),
+        (["--replay", str(SAMPLES / "call-001.wav"), "--model", "no-such-model"], "no model bundle"),
+    ],
+    ids=["missing-file", "device-and-replay", "rate-with-replay", "engine", "silence", "model"],
+)
+def test_bad_options_are_one_line(env, tmp_path, args, expect):
+    done = run_cli(["run", *args, "--jsonl", str(tmp_path / "x.jsonl")], env=env)
+    assert done.returncode == 1
+    assert expect in one_error_line(done.stderr)
+    assert not (tmp_path / "x.jsonl").exists()
