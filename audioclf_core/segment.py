@@ -260,17 +260,25 @@ class SegmentedStream:
     Push mono blocks; get back each finished segment with its samples. Only
     the audio a future segment can still include is kept, so memory is
     bounded by ``max_segment_s`` plus one block, not by the stream's length.
+    Blocks are kept as they came and joined only when a segment is cut out,
+    so a push costs the block, not the whole open segment.
     """
 
     def __init__(self, *, sr: int, params: SilenceParams | None = None) -> None:
         self.segmenter = StreamingSegmenter(sr=sr, params=params)
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._buf_start = 0  # sample offset of _buf[0]
+        self._chunks: list[np.ndarray] = []
+        self._start = 0  # sample offset of _chunks[0][0]
+
+    @property
+    def buffered_samples(self) -> int:
+        """Samples held for segments not yet reported."""
+        return sum(c.size for c in self._chunks)
 
     def push(self, block: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
         """Add float32 mono samples; return ``(start, end, samples)`` of finished segments."""
-        block = np.asarray(block, dtype=np.float32)
-        self._buf = np.concatenate([self._buf, block]) if self._buf.size else block.copy()
+        block = np.array(block, dtype=np.float32)  # our own copy: callers reuse buffers
+        if block.size:
+            self._chunks.append(block)
         return self._take(self.segmenter.push(block))
 
     def flush(self) -> list[tuple[int, int, np.ndarray]]:
@@ -278,11 +286,16 @@ class SegmentedStream:
         return self._take(self.segmenter.flush())
 
     def _take(self, bounds: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
-        out = [(a, b, self._buf[a - self._buf_start : b - self._buf_start]) for a, b in bounds.tolist()]
-        drop = self.segmenter.retain_from - self._buf_start
-        if drop > 0:
-            # Copy so the dropped head is freed (a view would pin it).
-            out = [(a, b, y.copy()) for a, b, y in out]
-            self._buf = self._buf[drop:].copy()
-            self._buf_start += drop
+        out = []
+        if len(bounds):
+            buf = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+            self._chunks = [buf]
+            out = [(a, b, buf[a - self._start : b - self._start].copy()) for a, b in bounds.tolist()]
+        keep = self.segmenter.retain_from
+        # Drop whole blocks that end before anything still needed; trim the first kept one.
+        while self._chunks and self._start + self._chunks[0].size <= keep:
+            self._start += self._chunks.pop(0).size
+        if self._chunks and keep > self._start:
+            self._chunks[0] = self._chunks[0][keep - self._start :].copy()
+            self._start = keep
         return out

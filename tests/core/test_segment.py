@@ -152,7 +152,7 @@ def test_segmented_stream_returns_the_audio_and_stays_bounded():
     got, peak = [], 0
     for i in range(0, y.size, 800):
         got += stream.push(y[i : i + 800])
-        peak = max(peak, stream._buf.size)
+        peak = max(peak, stream.buffered_samples)
     got += stream.flush()
     assert [[a, b] for a, b, _ in got] == split_nonsilent(y, sr=sr, params=params).tolist()
     for a, b, audio in got:
