@@ -18,6 +18,7 @@ from audioclf_core.errors import AudioClfError
 
 from .classify import ClassifySummary, run_classify
 from .models import list_models, show_model
+from .train import evaluate_command, train_command
 
 app = typer.Typer(
     name="audioclf",
@@ -28,6 +29,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List and inspect model bundles.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.command("train")(train_command)
+app.command("evaluate")(evaluate_command)
 err = Console(stderr=True, highlight=False)
 
 EXIT_ERROR = 1  # the command could not do its job

@@ -1,0 +1,177 @@
+"""``audioclf train`` and ``audioclf evaluate``: make bundles and measure them on held-out groups.
+
+The commands are thin: they parse options and call :func:`run_train` and
+:func:`run_evaluate`, keyword-only functions that tests call too. Domain errors print
+one ``error:`` line and exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from audioclf_core.errors import AudioClfError
+
+err = Console(stderr=True, highlight=False)
+EXIT_ERROR = 1
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _results_table(metrics: dict, *, title: str) -> Table:
+    table = Table("label", "precision", "recall", "F1", "segments", "ROC-AUC", title=title)
+    for label, m in metrics["per_class"].items():
+        auc = "–" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+        table.add_row(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]), auc)
+    return table
+
+
+def run_train(
+    *,
+    data: str,
+    out: str | Path,
+    arch: str = "resnet",
+    from_bundle: str | None = None,
+    freeze_features: bool = False,
+    task_preset: str = "smn",
+    epochs: int = 30,
+    seed: int = 0,
+    search: int = 0,
+    arch_kwargs: dict | None = None,
+    learning_rate: float = 1e-3,
+    batch_size: int = 64,
+    patience: int = 6,
+    test_groups: list[str] | None = None,
+    val_groups: list[str] | None = None,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.15,
+    real_repeat: int = 1,
+    max_windows: int = 30000,
+    time_budget_s: float | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    report: str | Path | None = None,
+    console: Console | None = None,
+):
+    """Train (or fine-tune) a bundle and print its held-out figures; returns the :class:`TrainResult`."""
+    from audioclf_core.training import train
+
+    def log(msg: str) -> None:
+        if console is not None:
+            console.print(msg, soft_wrap=True, markup=False)
+
+    verbose = 0 if console is None else (1 if sys.stderr.isatty() else 2)
+    result = train(
+        data, out=out, arch=arch, preset=task_preset, from_bundle=from_bundle, freeze_features=freeze_features,
+        epochs=epochs, seed=seed, search=search, arch_kwargs=arch_kwargs, learning_rate=learning_rate,
+        batch_size=batch_size, patience=patience, test_groups=test_groups or (), val_groups=val_groups or (),
+        test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat,
+        max_windows_per_epoch=max_windows, time_budget_s=time_budget_s, name=name, version=version, report=report,
+        verbose=verbose, log=log,
+    )
+    if console is not None:
+        b = result.bundle
+        console.print(f"[bold]{b.name} {b.version}[/] -> {b.path}")
+        for cond, metrics in b.manifest.evaluation.get("conditions", {}).items():
+            console.print(_results_table(metrics, title=f"held out ({cond}): accuracy {metrics['accuracy']:.4f}, "
+                                                        f"macro F1 {metrics['macro_f1']:.4f}"))
+    return result
+
+
+def run_evaluate(
+    *,
+    bundle: str,
+    data: str,
+    report: str | Path,
+    heldout_only: bool = False,
+    groups: list[str] | None = None,
+    condition: str = "as-is",
+    console: Console | None = None,
+):
+    """Evaluate a bundle on labelled clips and write a report; returns the :class:`Evaluation`."""
+    from audioclf_core.bundle import load_bundle
+    from audioclf_core.evaluation import evaluate_bundle, write_report
+    from audioclf_core.training import _report_context
+
+    b = load_bundle(bundle)
+
+    def log(msg: str) -> None:
+        if console is not None:
+            console.print(msg, markup=False)
+
+    ev = evaluate_bundle(b, data, heldout_only=heldout_only, groups=groups or (), condition=condition, log=log)
+    context = {**_report_context(b), "evaluated on": f"{data} ({'held-out groups only' if heldout_only else 'all clips'}"
+               + (f", groups {groups}" if groups else "") + f"; condition {condition})"}
+    folder = write_report({condition: ev}, report, title=f"{b.name} {b.version}: evaluation", context=context)
+    if console is not None:
+        console.print(_results_table(ev.metrics(), title=f"{ev.n} segments ({condition}): accuracy {ev.accuracy:.4f}, "
+                                                         f"macro F1 {ev.macro_f1:.4f}"))
+        console.print(f"report: {folder / 'report.md'}")
+    return ev
+
+
+def train_command(
+    data: Annotated[str, typer.Argument(help="Folder of label folders (its manifest.csv is used if present), or a CSV manifest with path,label[,group[,synthetic]].", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the new bundle; it must not hold one (bundles are never overwritten).")],
+    arch: Annotated[str, typer.Option(help="Architecture: resnet, cnn or mlp (ignored with --from).")] = "resnet",
+    from_bundle: Annotated[Optional[str], typer.Option("--from", help="Fine-tune this bundle (shipped name, folder or URL); keeps its contract and writes a new version to --out.")] = None,
+    freeze_features: Annotated[bool, typer.Option("--freeze-features", help="With --from: train only the output layer.")] = False,
+    task_preset: Annotated[str, typer.Option("--task-preset", help="Feature contract of a new bundle: smn (speech/music/noise) or digits.")] = "smn",
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the augmentation and the initial weights.")] = 0,
+    search: Annotated[int, typer.Option(help="Hyper-parameter trials before the final training (0: none).")] = 0,
+    width: Annotated[Optional[int], typer.Option(help="Base width of the architecture (filters, or units for mlp).")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout before the output layer.")] = None,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Windows per training step.")] = 64,
+    patience: Annotated[int, typer.Option(help="Epochs without a better validation accuracy before training stops.")] = 6,
+    test_group: Annotated[Optional[list[str]], typer.Option("--test-group", help="Hold out this group for the evaluation (repeat the option); default: drawn by seed.")] = None,
+    val_group: Annotated[Optional[list[str]], typer.Option("--val-group", help="Hold out this group for early stopping (repeat the option); default: drawn by seed.")] = None,
+    test_fraction: Annotated[float, typer.Option(help="Share of each label's clips held out for the evaluation (whole groups).")] = 0.2,
+    val_fraction: Annotated[float, typer.Option(help="Share held out for early stopping (whole groups).")] = 0.15,
+    real_repeat: Annotated[int, typer.Option(help="Draw real (not synthetic) clips this many times per epoch.")] = 1,
+    max_windows: Annotated[int, typer.Option(help="Most training windows per epoch.")] = 30000,
+    time_budget_min: Annotated[Optional[float], typer.Option(help="Stop training after this many minutes (at an epoch's end).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Bundle name (default: the preset's, or the parent's).")] = None,
+    version: Annotated[Optional[str], typer.Option(help="Bundle version (default 1.0.0, or the parent's next minor version).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Also write the held-out evaluation report (report.md, plots, tables) here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
+) -> None:
+    """Train a bundle on labelled clips (or fine-tune one with --from) and evaluate it on held-out groups."""
+    kwargs = {k: v for k, v in (("width", width), ("dropout", dropout)) if v is not None}
+    try:
+        run_train(
+            data=data, out=out, arch=arch, from_bundle=from_bundle, freeze_features=freeze_features,
+            task_preset=task_preset, epochs=epochs, seed=seed, search=search, arch_kwargs=kwargs,
+            learning_rate=learning_rate, batch_size=batch_size, patience=patience, test_groups=test_group,
+            val_groups=val_group, test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat, max_windows=max_windows,
+            time_budget_s=time_budget_min * 60 if time_budget_min else None, name=name, version=version,
+            report=report, console=None if quiet else err,
+        )
+    except AudioClfError as exc:
+        _fail(exc)
+
+
+def evaluate_command(
+    bundle: Annotated[str, typer.Argument(help="Shipped bundle name, bundle folder/archive, or URL.", show_default=False)],
+    data: Annotated[str, typer.Argument(help="Labelled clips: a folder of label folders (or with manifest.csv), or a CSV manifest.", show_default=False)],
+    report: Annotated[Path, typer.Option("--report", help="Folder for report.md, confusion.png, roc.png and the tables.")],
+    heldout_only: Annotated[bool, typer.Option("--heldout-only", help="Only the groups the bundle's manifest lists as held out.")] = False,
+    group: Annotated[Optional[list[str]], typer.Option("--group", help="Only this group (repeat the option).")] = None,
+    condition: Annotated[str, typer.Option(help="'as-is', or 'telephone' (300-3400 Hz band-pass and mu-law first).")] = "as-is",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+) -> None:
+    """Evaluate a bundle on labelled clips: accuracy, per-class P/R/F1, ROC-AUC, confusion matrix, report."""
+    try:
+        run_evaluate(bundle=bundle, data=data, report=report, heldout_only=heldout_only, groups=group,
+                     condition=condition, console=None if quiet else err)
+    except AudioClfError as exc:
+        _fail(exc)

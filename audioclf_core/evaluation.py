@@ -1,0 +1,395 @@
+"""Held-out evaluation of a window classifier: metrics, tables, plots and a one-page report.
+
+The unit is the *segment*: each clip is cut into the bundle's windows by
+:meth:`FeatureExtractor.windows` and its windows' probabilities are averaged, exactly as
+:class:`audioclf_core.pipeline.Classifier` scores a segment. Metrics are computed here with
+numpy (accuracy, per-class precision / recall / F1, macro F1, one-vs-rest ROC-AUC, the
+confusion matrix); plots use matplotlib's Agg backend, imported only when a report is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from .bundle import Bundle, load_bundle
+from .errors import ParameterError
+from .features import FeatureExtractor
+
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------
+# Metrics on arrays
+# --------------------------------------------------------------------------------------
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, *, n_labels: int) -> np.ndarray:
+    """Counts, int64 shape ``(n_labels, n_labels)``: rows are true labels, columns predictions."""
+    cm = np.zeros((n_labels, n_labels), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return cm
+
+
+def precision_recall_f1(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class precision, recall and F1 from a confusion matrix (0 where undefined)."""
+    tp = np.diag(cm).astype(float)
+    predicted = cm.sum(axis=0).astype(float)
+    actual = cm.sum(axis=1).astype(float)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return precision, recall, f1
+
+
+def roc_auc_ovr(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """One-vs-rest ROC-AUC per class (Mann-Whitney, ties averaged); NaN without both classes."""
+    y_true = np.asarray(y_true, int)
+    out = np.full(probs.shape[1], np.nan)
+    for j in range(probs.shape[1]):
+        pos = y_true == j
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        if n_pos and n_neg:
+            ranks = rankdata(probs[:, j])
+            out[j] = (ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return out
+
+
+def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates over every threshold (for plotting)."""
+    order = np.argsort(-scores, kind="stable")
+    pos = positive[order].astype(float)
+    tpr = np.concatenate([[0.0], np.cumsum(pos) / max(pos.sum(), 1)])
+    fpr = np.concatenate([[0.0], np.cumsum(1 - pos) / max((1 - pos).sum(), 1)])
+    return fpr, tpr
+
+
+@dataclass
+class Evaluation:
+    """Segment-level predictions with their truth, and everything derived from them.
+
+    Attributes
+    ----------
+    labels : tuple of str
+        The model's labels, in output order.
+    y_true : np.ndarray
+        int, shape ``(n,)``: index of each segment's true label.
+    probs : np.ndarray
+        float32, shape ``(n, len(labels))``: mean window probabilities per segment.
+    files, groups : list of str
+        Where each segment came from.
+    """
+
+    labels: tuple[str, ...]
+    y_true: np.ndarray
+    probs: np.ndarray
+    files: list[str]
+    groups: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.y_true)
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probs.argmax(axis=1) if self.n else np.zeros(0, int)
+
+    @property
+    def confusion(self) -> np.ndarray:
+        return confusion_matrix(self.y_true, self.y_pred, n_labels=len(self.labels))
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.y_pred == self.y_true).mean()) if self.n else float("nan")
+
+    @property
+    def macro_f1(self) -> float:
+        cm = self.confusion
+        present = cm.sum(axis=1) > 0
+        return float(precision_recall_f1(cm)[2][present].mean()) if present.any() else float("nan")
+
+    def per_class(self) -> pd.DataFrame:
+        """One row per label: precision, recall, F1, support and one-vs-rest ROC-AUC."""
+        p, r, f = precision_recall_f1(self.confusion)
+        auc = roc_auc_ovr(self.y_true, self.probs)
+        return pd.DataFrame({"label": self.labels, "precision": p, "recall": r, "f1": f,
+                             "support": self.confusion.sum(axis=1), "roc_auc": auc})
+
+    def per_group(self) -> pd.DataFrame:
+        """Accuracy per group (a held-out voice, package or kind)."""
+        df = pd.DataFrame({"group": self.groups, "true": [self.labels[i] for i in self.y_true],
+                           "correct": self.y_pred == self.y_true})
+        g = df.groupby("group")
+        return pd.DataFrame({"labels": g["true"].agg(lambda s: ",".join(sorted(set(s)))), "segments": g.size(),
+                             "accuracy": g["correct"].mean()}).reset_index()
+
+    def table(self) -> pd.DataFrame:
+        """Every segment: file, group, true and predicted label, and one probability column per label."""
+        df = pd.DataFrame({"file": self.files, "group": self.groups, "true": [self.labels[i] for i in self.y_true],
+                           "predicted": [self.labels[i] for i in self.y_pred]})
+        for j, lab in enumerate(self.labels):
+            df[f"p_{lab}"] = np.round(self.probs[:, j].astype(float), 5)
+        return df
+
+    def misclassified(self) -> pd.DataFrame:
+        t = self.table()
+        return t[t["true"] != t["predicted"]].reset_index(drop=True)
+
+    def metrics(self) -> dict[str, Any]:
+        """JSON-ready summary (what a bundle's manifest records)."""
+        pc = self.per_class()
+        auc = pc["roc_auc"].to_numpy()
+
+        def num(x):
+            return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), 4)
+
+        return {
+            "segments": self.n,
+            "accuracy": num(self.accuracy),
+            "macro_f1": num(self.macro_f1),
+            "macro_roc_auc": num(np.nanmean(auc)) if np.isfinite(auc).any() else None,
+            "labels": list(self.labels),
+            "per_class": {r.label: {"precision": num(r.precision), "recall": num(r.recall), "f1": num(r.f1),
+                                    "support": int(r.support), "roc_auc": num(r.roc_auc)} for r in pc.itertuples()},
+            "confusion": self.confusion.tolist(),
+            "per_group": {r.group: {"segments": int(r.segments), "accuracy": num(r.accuracy)}
+                          for r in self.per_group().itertuples()},
+        }
+
+
+# --------------------------------------------------------------------------------------
+# Predictions
+# --------------------------------------------------------------------------------------
+def segment_probs(
+    predict: Callable[[np.ndarray], np.ndarray], clips: Sequence[np.ndarray], *, fx: FeatureExtractor, window: int,
+    hop: int, n_labels: int, batch_windows: int = 8192,
+) -> np.ndarray:
+    """Mean window probabilities per clip, float32 ``(len(clips), n_labels)``.
+
+    Windows of many clips are pooled into batches of about ``batch_windows``, as the
+    pipeline pools segments.
+    """
+    out = np.zeros((len(clips), n_labels), dtype=np.float32)
+    pending: list[tuple[int, np.ndarray]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal pending, size
+        if not pending:
+            return
+        probs = predict(np.concatenate([w for _, w in pending]))
+        at = 0
+        for i, w in pending:
+            out[i] = probs[at: at + len(w)].mean(axis=0)
+            at += len(w)
+        pending, size = [], 0
+
+    for i, y in enumerate(clips):
+        w = fx.windows(y, window=window, hop=hop)
+        pending.append((i, w))
+        size += len(w)
+        if size >= batch_windows:
+            flush()
+    flush()
+    return out
+
+
+def evaluate_clips(
+    model, clips: Sequence[np.ndarray], true_labels: Sequence[str], *, labels: Sequence[str], fx: FeatureExtractor,
+    window: int, hop: int, files: Sequence[str] | None = None, groups: Sequence[str] | None = None,
+) -> Evaluation:
+    """Score a Keras model on clips with known labels (see :class:`Evaluation`)."""
+    from .model import Predictor
+
+    labels = tuple(labels)
+    index = {lab: i for i, lab in enumerate(labels)}
+    unknown = sorted(set(true_labels) - set(labels))
+    if unknown:
+        raise ParameterError(f"labels {unknown} are not among the model's labels {list(labels)}")
+    probs = segment_probs(Predictor(model, batch_size=1024), clips, fx=fx, window=window, hop=hop, n_labels=len(labels))
+    n = len(clips)
+    return Evaluation(labels=labels, y_true=np.array([index[t] for t in true_labels], dtype=int), probs=probs,
+                      files=list(files) if files is not None else [str(i) for i in range(n)],
+                      groups=list(groups) if groups is not None else [""] * n)
+
+
+CONDITIONS = ("as-is", "telephone")
+
+
+def evaluate_bundle(
+    bundle: Bundle | str | Path, data, *, heldout_only: bool = False, groups: Sequence[str] = (),
+    condition: str = "as-is", log: Log | None = None,
+) -> Evaluation:
+    """Evaluate a bundle on labelled clips.
+
+    Parameters
+    ----------
+    bundle : Bundle, str or Path
+        A loaded bundle or a reference for :func:`load_bundle`.
+    data : str, Path or DataFrame
+        Clips with labels (see :func:`audioclf_core.training.load_table`).
+    heldout_only : bool
+        Keep only the groups the bundle's manifest lists as held out.
+    groups : sequence of str
+        Keep only these groups.
+    condition : {"as-is", "telephone"}
+        Score the clips as they are, or through a fixed telephone channel (300-3400 Hz, mu-law).
+    """
+    from .training import load_clips, load_table, telephone
+
+    if condition not in CONDITIONS:
+        raise ParameterError(f"condition={condition!r}: use one of {', '.join(CONDITIONS)}")
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    table = load_table(data)
+    keep = np.ones(len(table), dtype=bool)
+    if heldout_only:
+        held = set(b.manifest.evaluation.get("heldout_groups", []))
+        if not held:
+            raise ParameterError(f"bundle {b.name} {b.version} lists no held-out groups")
+        keep &= table["group"].isin(held).to_numpy()
+    if groups:
+        keep &= table["group"].isin(set(groups)).to_numpy()
+    table = table[keep].reset_index(drop=True)
+    if table.empty:
+        raise ParameterError(f"no clips of {data} left to evaluate (held-out only: {heldout_only}, groups: {list(groups)})")
+    unknown = sorted(set(table["label"]) - set(b.labels))
+    if unknown:
+        raise ParameterError(f"the data has labels {unknown} that bundle {b.name} does not know ({list(b.labels)})")
+    clips, errors = load_clips(table["path"].tolist(), sr=b.sample_rate, log=log)
+    ok = [c is not None and c.size > 0 for c in clips]
+    if log and not all(ok):
+        log(f"{len(ok) - sum(ok)} clips did not decode and are left out")
+    table = table[ok].reset_index(drop=True)
+    clips = [c for c, k in zip(clips, ok) if k]
+    if condition == "telephone":
+        clips = [telephone(c, sr=b.sample_rate) for c in clips]
+    return evaluate_clips(b.model, clips, table["label"].tolist(), labels=b.labels, fx=b.features,
+                          window=b.window_samples, hop=b.hop_samples, files=table["path"].tolist(),
+                          groups=table["group"].tolist())
+
+
+# --------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------
+def plot_confusion(ev: Evaluation, path: Path, *, title: str) -> None:
+    """Counts in each cell, colour by the share of the true label's segments."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = ev.confusion
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    k = len(ev.labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k), dpi=110)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(k), ev.labels, rotation=45 if k > 4 else 0)
+    ax.set_yticks(range(k), ev.labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_roc(ev: Evaluation, path: Path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=110)
+    auc = roc_auc_ovr(ev.y_true, ev.probs)
+    for j, lab in enumerate(ev.labels):
+        if np.isfinite(auc[j]):
+            fpr, tpr = roc_curve(ev.probs[:, j], ev.y_true == j)
+            ax.plot(fpr, tpr, lw=1.2, label=f"{lab} ({auc[j]:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2 if len(ev.labels) > 4 else 1, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _md_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        cells = [floatfmt.format(v) if isinstance(v, float) and np.isfinite(v) else ("–" if isinstance(v, float) else str(v))
+                 for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(
+    evaluations: Mapping[str, Evaluation] | Evaluation, folder: str | Path, *, title: str, context: Mapping[str, str] = {},
+) -> Path:
+    """Write ``report.md`` with its plots and tables into ``folder``; returns the folder.
+
+    The first evaluation is the main one (tables, confusion matrix, ROC curves, per group,
+    ``misclassified.csv``); the others (e.g. through a telephone channel) get a summary
+    line, a confusion matrix and their own ``misclassified-<condition>.csv``. Files:
+    ``report.md``, ``confusion.png``, ``roc.png``, ``per_class.csv``, ``confusion.csv``,
+    ``per_group.csv``, ``misclassified.csv``, ``predictions.csv``, ``metrics.json``.
+    """
+    if isinstance(evaluations, Evaluation):
+        evaluations = {"as-is": evaluations}
+    if not evaluations:
+        raise ParameterError("nothing to report: no evaluations")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(evaluations)
+    main = evaluations[names[0]]
+    pc = main.per_class()
+    cm = pd.DataFrame(main.confusion, index=pd.Index(main.labels, name="true"), columns=main.labels)
+    pc.to_csv(folder / "per_class.csv", index=False, float_format="%.4f")
+    cm.to_csv(folder / "confusion.csv")
+    pg = main.per_group()
+    pg.to_csv(folder / "per_group.csv", index=False, float_format="%.4f")
+    main.misclassified().to_csv(folder / "misclassified.csv", index=False)
+    main.table().to_csv(folder / "predictions.csv", index=False)
+    plot_confusion(main, folder / "confusion.png", title=f"{names[0]}: {main.n} segments, accuracy {main.accuracy:.3f}")
+    plot_roc(main, folder / "roc.png", title=f"{names[0]}: one-vs-rest ROC")
+    for other in names[1:]:
+        ev = evaluations[other]
+        safe = "".join(c if c.isalnum() else "-" for c in other)
+        plot_confusion(ev, folder / f"confusion-{safe}.png", title=f"{other}: {ev.n} segments, accuracy {ev.accuracy:.3f}")
+        ev.misclassified().to_csv(folder / f"misclassified-{safe}.csv", index=False)
+    (folder / "metrics.json").write_text(json.dumps({n: e.metrics() for n, e in evaluations.items()}, indent=2) + "\n")
+
+    summary = pd.DataFrame([
+        {"condition": n, "segments": e.n, "accuracy": e.accuracy, "macro F1": e.macro_f1,
+         "macro ROC-AUC": float(np.nanmean(roc_auc_ovr(e.y_true, e.probs))) if e.n else float("nan")}
+        for n, e in evaluations.items()])
+    lines = [f"# {title}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in context.items()]
+    lines += ["", "Unit: one segment (a held-out clip), scored as the pipeline scores a segment: the mean of its "
+              "windows' probabilities. Held-out groups (voices, packages, kinds) were never seen in training.", "",
+              "## Summary", "", _md_table(summary), "",
+              f"## Per class ({names[0]})", "", _md_table(pc), "",
+              f"## Confusion matrix ({names[0]}; rows true, columns predicted)", "",
+              _md_table(cm.reset_index().rename(columns={"true": "true \\ predicted"}), "{:.0f}"), "",
+              "![confusion matrix](confusion.png) ![ROC curves](roc.png)", ""]
+    for other in names[1:]:
+        safe = "".join(c if c.isalnum() else "-" for c in other)
+        lines += [f"Condition *{other}*: ![confusion matrix, {other}](confusion-{safe}.png)", ""]
+    worst = pg.sort_values("accuracy").head(12)
+    lines += [f"## Per held-out group ({names[0]}; {len(pg)} groups, lowest first)", "", _md_table(worst), "",
+              "Tables: `per_class.csv`, `confusion.csv`, `per_group.csv`, `misclassified.csv` "
+              "(file, true, predicted, probabilities), `predictions.csv`, `metrics.json`.", ""]
+    (folder / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    return folder

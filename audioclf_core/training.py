@@ -1,0 +1,993 @@
+"""Train window classifiers on labelled clips and ship them as bundles.
+
+Pure functions for each step, and one entry point, :func:`train`:
+
+1. :func:`load_table`: a folder of label folders, or a CSV manifest (``path,label[,group]``);
+2. :func:`group_split`: a seeded split by *group* (voice, package, kind), so that no group is
+   on both sides and held-out figures speak for unseen voices and packages;
+3. :func:`load_clips`: decode every clip once, mono, at the model's rate;
+4. augmentation on audio, before features (:func:`augment`): gain, noise mixing, time shift,
+   telephone band-limiting and a mu-law round trip, speed/pitch;
+5. features through :meth:`FeatureExtractor.windows`, the function inference uses, so that
+   training and inference see identical numbers;
+6. a Keras model from :mod:`audioclf_core.architectures`, class weights, early stopping, and an
+   optional small hyper-parameter search;
+7. held-out evaluation (:mod:`audioclf_core.evaluation`) written into the bundle's manifest.
+
+TensorFlow and Keras are imported inside the functions that need them, so importing this
+module is cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import soxr
+from scipy import signal
+
+from .audio_io import AUDIO_EXTENSIONS, open_audio
+from .bundle import MANIFEST, MODEL_FILE, Bundle, load_bundle
+from .errors import AudioClfError, BundleError, ParameterError
+from .features import FeatureExtractor
+from .params import FeatureParams, SilenceParams
+
+SPLITS = ("train", "val", "test")
+# The names :func:`audioclf_core.architectures.build_model` knows (that module imports Keras,
+# so arguments are checked against this copy; a test keeps the two equal).
+ARCHITECTURES = ("cnn", "resnet", "mlp")
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------
+# Task presets: the feature contract a new bundle is trained under
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AugmentParams:
+    """Probabilities and ranges of the audio augmentations (applied per training window).
+
+    Attributes
+    ----------
+    gain_db : (float, float)
+        Uniform gain range; levels are not normalised in the wild.
+    p_noise : float
+        Probability of mixing a noise clip (or generated coloured noise / hum) under the audio.
+    snr_db : (float, float)
+        Signal-to-noise ratio range of that mix.
+    p_telephone : float
+        Probability of a telephone channel: band-pass (about 300-3400 Hz).
+    p_mulaw : float
+        Probability of an 8-bit mu-law round trip (independent of the band-pass).
+    p_speed : float
+        Probability of a speed change (which also shifts pitch).
+    speed : (float, float)
+        Speed factor range.
+    p_short : float
+        Probability that a window holds only a short crop, zero-padded as inference pads short
+        segments, so that padding says nothing about the class.
+    short_s : (float, float)
+        Length range of those crops, seconds.
+    pad_s : float
+        Whole-clip mode: most silence added before and after the clip (time shift).
+    """
+
+    gain_db: tuple[float, float] = (-30.0, 3.0)
+    p_noise: float = 0.4
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    p_telephone: float = 0.5
+    p_mulaw: float = 0.5
+    p_speed: float = 0.3
+    speed: tuple[float, float] = (0.9, 1.1)
+    p_short: float = 0.15
+    short_s: tuple[float, float] = (0.3, 1.0)
+    pad_s: float = 0.15
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    """The contract of a new bundle: rate, windows, features, silence, how clips are cut.
+
+    ``crop`` is ``"window"`` for tasks where any stretch of a clip shows its class (random
+    window-long crops of long clips), or ``"whole"`` for tasks where the clip is one event
+    (a spoken digit: the whole clip, shifted in time, one window drawn from its windows).
+    """
+
+    name: str
+    sample_rate: int
+    window_s: float
+    hop_s: float
+    features: FeatureParams
+    silence: SilenceParams
+    crop: str
+    labels: tuple[str, ...] = ()
+    description: str = ""
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    noise_label: str | None = None  # clips of this label also serve as mixing noise
+
+
+TELEPHONE_FEATURES = FeatureParams(kind="logmel", n_fft=256, win_length=200, hop_length=80, n_mels=40, fmin=0.0,
+                                   fmax=4000.0, normalize="window")
+PRESETS: dict[str, TaskPreset] = {
+    "smn": TaskPreset(
+        name="speech-music-noise",
+        sample_rate=8000,
+        window_s=1.0,
+        hop_s=0.5,
+        features=TELEPHONE_FEATURES,
+        silence=SilenceParams(),
+        crop="window",
+        labels=("speech", "music", "noise"),
+        description="Is a segment someone talking, (hold) music, or other noise? 8 kHz, for telephone and "
+        "wide-band audio alike (wide-band input is resampled to 8 kHz).",
+        # Short speech clips are zero-padded more often than music: pad the others as often.
+        augment=AugmentParams(p_short=0.3),
+        noise_label="noise",
+    ),
+    "digits": TaskPreset(
+        name="digits",
+        sample_rate=8000,
+        window_s=1.0,
+        hop_s=0.5,
+        features=TELEPHONE_FEATURES,
+        # A caller reading out a number pauses briefly between digits.
+        silence=SilenceParams(min_silence_ms=200.0, keep_silence_ms=80.0, min_segment_ms=120.0, max_segment_s=5.0),
+        crop="whole",
+        labels=tuple(str(d) for d in range(10)),
+        description="Which spoken digit (0-9) a segment is, across speakers and languages (IVR). 8 kHz.",
+        augment=AugmentParams(p_noise=0.4, snr_db=(5.0, 30.0), p_speed=0.5, speed=(0.88, 1.12), p_short=0.0),
+    ),
+}
+
+
+def get_preset(preset: str | TaskPreset) -> TaskPreset:
+    """A preset by name (``smn``, ``digits``) or as given."""
+    if isinstance(preset, TaskPreset):
+        return preset
+    if preset not in PRESETS:
+        raise ParameterError(f"unknown task preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[preset]
+
+
+# --------------------------------------------------------------------------------------
+# Data: tables, splits, decoding
+# --------------------------------------------------------------------------------------
+def load_table(data: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """The clips to learn from, one row each.
+
+    Parameters
+    ----------
+    data : str, Path or DataFrame
+        A CSV manifest with columns ``path``, ``label`` and optionally ``group`` (and
+        ``synthetic``); relative paths are relative to the CSV's folder. Or a folder: its
+        ``manifest.csv`` if it has one, else every audio file in ``<folder>/<label>/``.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``path`` (absolute), ``label`` (str), ``group`` (str; the file itself when
+        the data names no groups) and ``synthetic`` (bool), plus any others given.
+    """
+    if isinstance(data, pd.DataFrame):
+        table, base = data.copy(), Path.cwd()
+    else:
+        where = Path(str(data)).expanduser()
+        if where.is_dir() and (where / "manifest.csv").is_file():
+            where = where / "manifest.csv"
+        if where.is_file():
+            try:
+                table = pd.read_csv(where, dtype={"label": str, "group": str})
+            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                raise ParameterError(f"cannot read the data manifest {where}: {exc}") from None
+            base = where.parent
+        elif where.is_dir():
+            rows = [
+                {"path": str(p), "label": d.name}
+                for d in sorted(where.iterdir())
+                if d.is_dir() and not d.name.startswith(".")
+                for p in sorted(d.rglob("*"))
+                if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+            ]
+            table, base = pd.DataFrame(rows, columns=["path", "label"]), where
+        else:
+            raise ParameterError(f"no training data at {data}: not a folder of label folders or a CSV manifest")
+    missing = {"path", "label"} - set(table.columns)
+    if missing:
+        raise ParameterError(f"the data manifest needs columns path and label; missing {sorted(missing)}")
+    if table.empty:
+        raise ParameterError(f"no clips in {data}")
+    table = table.reset_index(drop=True)
+    table["path"] = [p if "://" in str(p) or Path(str(p)).is_absolute() else str((base / str(p)).resolve()) for p in table["path"]]
+    table["label"] = table["label"].astype(str)
+    if "group" not in table.columns or table["group"].isna().all():
+        table["group"] = table["path"]  # no groups given: every file is its own
+    table["group"] = table["group"].fillna(table["path"]).astype(str)
+    if "synthetic" in table.columns:
+        table["synthetic"] = table["synthetic"].fillna(0).astype(str).str.lower().isin(("1", "true", "yes"))
+    else:
+        table["synthetic"] = False
+    return table
+
+
+def group_split(
+    table: pd.DataFrame,
+    *,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    test_groups: Sequence[str] = (),
+    val_groups: Sequence[str] = (),
+    heldout_real_only: bool = True,
+) -> pd.Series:
+    """Assign whole groups to ``train``, ``val`` or ``test``.
+
+    Groups are visited in a seeded random order; a group goes to test (then validation)
+    while its main label is short of ``test_fraction`` (``val_fraction``) of that label's
+    clips. The last training group of a label always stays in training. When
+    ``heldout_real_only`` and the table marks synthetic clips, only groups without synthetic
+    clips are held out (and the fractions are of those): figures on held-out data are
+    figures on real recordings.
+
+    Parameters
+    ----------
+    table : DataFrame
+        From :func:`load_table` (columns ``label``, ``group``, ``synthetic``).
+    test_groups, val_groups : sequence of str
+        Groups to hold out by name. When ``test_groups`` is given, no other group is
+        drawn for test (likewise for validation).
+
+    Returns
+    -------
+    Series
+        ``"train"``, ``"val"`` or ``"test"`` per row, indexed like ``table``.
+    """
+    for name, f in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not 0 <= f < 1:
+            raise ParameterError(f"{name}={f} must be in [0, 1)")
+    if test_fraction + val_fraction >= 1:
+        raise ParameterError(f"test_fraction + val_fraction = {test_fraction + val_fraction} leaves nothing to train on")
+    known = set(table["group"])
+    unknown = sorted((set(test_groups) | set(val_groups)) - known)
+    if unknown:
+        raise ParameterError(f"held-out groups not in the data: {', '.join(unknown)}")
+    both = sorted(set(test_groups) & set(val_groups))
+    if both:
+        raise ParameterError(f"groups named for both test and validation: {', '.join(both)}")
+    counts = table.groupby(["group", "label"]).size().unstack(fill_value=0)
+    synthetic = table.groupby("group")["synthetic"].any() if "synthetic" in table else pd.Series(False, index=counts.index)
+    eligible = [g for g in counts.index if not (heldout_real_only and bool(synthetic.get(g, False)))]
+    total = counts.loc[eligible].sum(axis=0)  # fractions of what may be held out
+    assign = {g: "train" for g in counts.index}
+    for g in test_groups:
+        assign[g] = "test"
+    for g in val_groups:
+        assign[g] = "val"
+    fractions = {"test": 0.0 if test_groups else test_fraction, "val": 0.0 if val_groups else val_fraction}
+    have = {s: counts.loc[np.array([assign[g] == s for g in counts.index], dtype=bool)].sum(axis=0) for s in ("test", "val")}
+    train_groups = {lab: sum(1 for g in counts.index if assign[g] == "train" and counts.at[g, lab] > 0) for lab in counts.columns}
+    order = sorted(counts.index)
+    np.random.default_rng(seed).shuffle(order)
+    for g in order:
+        if assign[g] != "train" or (heldout_real_only and bool(synthetic.get(g, False))):
+            continue
+        c = counts.loc[g]
+        main = c.idxmax()
+        if any(train_groups[lab] <= 1 for lab in c.index[c > 0]):
+            continue  # the last group of a label stays in training
+        for s in ("test", "val"):
+            if fractions[s] and have[s][main] < fractions[s] * total[main]:
+                assign[g] = s
+                have[s] = have[s] + c
+                for lab in c.index[c > 0]:
+                    train_groups[lab] -= 1
+                break
+    return table["group"].map(assign).rename("split")
+
+
+def load_clips(paths: Sequence[str], *, sr: int, log: Log | None = None) -> tuple[list[np.ndarray | None], list[str]]:
+    """Decode clips to mono float32 at ``sr``.
+
+    Returns
+    -------
+    clips : list
+        float32 arrays of shape ``(n,)``, or None for a clip that did not decode.
+    errors : list of str
+        One readable reason per clip that did not decode.
+    """
+    clips: list[np.ndarray | None] = []
+    errors: list[str] = []
+    t0 = time.monotonic()
+    for i, uri in enumerate(paths):
+        try:
+            with open_audio(str(uri)) as reader:
+                rate = reader.info.sample_rate
+                blocks = [b.mean(axis=1, dtype=np.float32) if b.shape[1] > 1 else b[:, 0] for b in reader.blocks(rate * 60)]
+            y = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+            if rate != sr and y.size:
+                y = soxr.resample(y, rate, sr, quality="HQ")
+            clips.append(np.ascontiguousarray(y, dtype=np.float32))
+        except AudioClfError as exc:
+            clips.append(None)
+            errors.append(str(exc))
+        if log and (i + 1) % 2000 == 0:
+            log(f"decoded {i + 1}/{len(paths)} clips ({time.monotonic() - t0:.0f} s)")
+    return clips, errors
+
+
+# --------------------------------------------------------------------------------------
+# Augmentation (audio in, audio out; float32 mono)
+# --------------------------------------------------------------------------------------
+def band_limit(y: np.ndarray, *, sr: int, low_hz: float, high_hz: float) -> np.ndarray:
+    """Fourth-order Butterworth band-pass, as a telephone channel does."""
+    high_hz = min(high_hz, 0.475 * sr)
+    sos = signal.butter(4, [low_hz, high_hz], btype="bandpass", fs=sr, output="sos")
+    return signal.sosfilt(sos, y).astype(np.float32)
+
+
+def mu_law(y: np.ndarray, *, mu: int = 255) -> np.ndarray:
+    """Round trip through 8-bit mu-law (G.711): companding, quantisation, expansion."""
+    x = np.clip(y, -1.0, 1.0)
+    c = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+    q = np.round((c + 1) * 127.5) / 127.5 - 1
+    return (np.sign(q) * np.expm1(np.abs(q) * np.log1p(mu)) / mu).astype(np.float32)
+
+
+def telephone(y: np.ndarray, *, sr: int) -> np.ndarray:
+    """A fixed telephone channel (300-3400 Hz, mu-law), for evaluation."""
+    return mu_law(band_limit(y, sr=sr, low_hz=300.0, high_hz=3400.0))
+
+
+def change_speed(y: np.ndarray, factor: float, *, sr: int) -> np.ndarray:
+    """Play ``factor`` times faster (pitch shifts with it)."""
+    return soxr.resample(y, sr, sr / factor, quality="LQ").astype(np.float32)
+
+
+def rms(y: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
+
+
+def generated_noise(n: int, *, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Coloured noise (white to brown) or mains hum, unit peak."""
+    kind = rng.integers(3)
+    if kind == 2:
+        t = np.arange(n) / sr
+        base = rng.choice([50.0, 60.0])
+        y = sum(rng.uniform(0.1, 1) / k * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6.3)) for k in range(1, 10))
+        y = y + 0.05 * rng.standard_normal(n)
+    else:
+        spec = np.fft.rfft(rng.standard_normal(max(n, 2)))
+        f = np.fft.rfftfreq(max(n, 2), 1 / sr)
+        f[0] = f[1]
+        spec *= f ** (rng.uniform(-2, 1) / 2)
+        y = np.fft.irfft(spec, max(n, 2))[:n]
+    y = np.asarray(y, dtype=np.float32)
+    return y / (np.abs(y).max() + 1e-9)
+
+
+def mix_noise(y: np.ndarray, noise: np.ndarray, *, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Add ``noise`` (tiled or cropped at random to ``len(y)``) at ``snr_db`` below ``y``."""
+    if noise.size == 0 or y.size == 0:
+        return y
+    if noise.size < y.size:
+        noise = np.tile(noise, int(math.ceil(y.size / noise.size)))
+    start = int(rng.integers(0, noise.size - y.size + 1))
+    noise = noise[start: start + y.size]
+    ps, pn = rms(y), rms(noise)
+    if ps < 1e-6 or pn < 1e-9:
+        return y
+    return (y + noise * (ps / pn) * 10 ** (-snr_db / 20)).astype(np.float32)
+
+
+def augment(
+    y: np.ndarray, *, sr: int, params: AugmentParams, rng: np.random.Generator, noise_pool: Sequence[np.ndarray] = ()
+) -> np.ndarray:
+    """One random variant of ``y``: noise mix, channel, gain (in an order a call would apply them).
+
+    Speed changes and crops are done by the caller, which knows how long a window must be.
+    """
+    if rng.random() < params.p_noise:
+        if noise_pool and rng.random() < 0.7:
+            noise = noise_pool[int(rng.integers(len(noise_pool)))]
+        else:
+            noise = generated_noise(y.size, sr=sr, rng=rng)
+        y = mix_noise(y, noise, snr_db=float(rng.uniform(*params.snr_db)), rng=rng)
+    if rng.random() < params.p_telephone:
+        y = band_limit(y, sr=sr, low_hz=float(rng.uniform(200, 400)), high_hz=float(rng.uniform(3000, 3700)))
+    peak = float(np.abs(y).max()) if y.size else 0.0
+    if peak > 0:
+        # Levels are not normalised: draw a peak level, then clip as a real channel would.
+        y = y * np.float32(10 ** (rng.uniform(*params.gain_db) / 20) / peak)
+    if rng.random() < params.p_mulaw:
+        y = mu_law(y)
+    return np.clip(y, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------
+# Windows for training and validation
+# --------------------------------------------------------------------------------------
+@dataclass
+class WindowSampler:
+    """Draws labelled, augmented training windows from clips.
+
+    Every epoch is the same list of (clip, draw) tasks in a new order; each task gives one
+    window, so an epoch always has ``len(self)`` windows. A clip is drawn about once per
+    window of audio it holds (at most ``max_per_clip`` times); ``repeat`` multiplies chosen
+    clips (real recordings among many synthetic ones).
+    """
+
+    clips: list[np.ndarray]
+    labels: np.ndarray  # int, one per clip
+    fx: FeatureExtractor
+    window: int
+    hop: int
+    crop: str
+    params: AugmentParams
+    noise_pool: list[np.ndarray]
+    seed: int
+    max_per_clip: int = 6
+    max_windows: int = 30000
+    repeat: np.ndarray | None = None
+    tasks: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        lengths = np.array([len(c) for c in self.clips])
+        if self.crop == "window":
+            per = np.clip(np.round(lengths / self.window), 1, self.max_per_clip).astype(int)
+        else:
+            per = np.ones(len(self.clips), dtype=int)
+        if self.repeat is not None:
+            per = per * self.repeat
+        tasks = np.repeat(np.arange(len(self.clips)), per)
+        if len(tasks) > self.max_windows:
+            tasks = np.sort(np.random.default_rng(self.seed).choice(tasks, self.max_windows, replace=False))
+        self.tasks = tasks
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def class_counts(self, n_labels: int) -> np.ndarray:
+        return np.bincount(self.labels[self.tasks], minlength=n_labels)
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch, 1]).permutation(len(self.tasks))
+
+    def batch(self, positions: np.ndarray, *, epoch: int, key: int) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels for the tasks at ``positions`` (deterministic per epoch and key)."""
+        rng = np.random.default_rng([self.seed, epoch, key, 2])
+        xs = [self.window_of(self.tasks[p], rng) for p in positions]
+        return np.stack(xs), self.labels[self.tasks[positions]]
+
+    def window_of(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        y = self.clips[i]
+        p = self.params
+        sr = self.fx.sr
+        factor = float(rng.uniform(*p.speed)) if rng.random() < p.p_speed else 1.0
+        if self.crop == "window":
+            want = self.window
+            if rng.random() < p.p_short:
+                want = int(rng.uniform(*p.short_s) * sr)
+            need = min(len(y), int(round(want * factor)))
+            start = int(rng.integers(0, len(y) - need + 1))
+            seg = y[start: start + need]
+            if factor != 1.0:
+                seg = change_speed(seg, factor, sr=sr)[:want]
+        else:
+            seg = change_speed(y, factor, sr=sr) if factor != 1.0 else y
+            pad = int(p.pad_s * sr)
+            seg = np.concatenate([np.zeros(int(rng.integers(0, pad + 1)), np.float32), seg,
+                                  np.zeros(int(rng.integers(0, pad + 1)), np.float32)])
+        seg = augment(seg, sr=sr, params=p, rng=rng, noise_pool=self.noise_pool)
+        w = self.fx.windows(seg, window=self.window, hop=self.hop)
+        return w[int(rng.integers(len(w)))]
+
+
+def clip_windows(
+    clips: Sequence[np.ndarray], labels: np.ndarray, *, fx: FeatureExtractor, window: int, hop: int, max_per_clip: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """All windows of each clip (at most ``max_per_clip``, evenly spread), as inference cuts them."""
+    xs, ys = [], []
+    for y, lab in zip(clips, labels):
+        w = fx.windows(y, window=window, hop=hop)
+        if len(w) > max_per_clip:
+            w = w[np.linspace(0, len(w) - 1, max_per_clip).round().astype(int)]
+        xs.append(w)
+        ys.append(np.full(len(w), lab))
+    if not xs:
+        return np.zeros((0, fx.n_frames(window), fx.n_features), np.float32), np.zeros(0, int)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def validation_windows(
+    clips: Sequence[np.ndarray], labels: np.ndarray, *, fx: FeatureExtractor, window: int, hop: int, seed: int,
+    params: AugmentParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validation windows: each clip as it is, and once more through a fixed random channel."""
+    rng = np.random.default_rng([seed, 3])
+    noisy = [augment(y, sr=fx.sr, params=replace(params, p_noise=0.0), rng=rng) for y in clips]
+    x1, y1 = clip_windows(clips, labels, fx=fx, window=window, hop=hop)
+    x2, y2 = clip_windows(noisy, labels, fx=fx, window=window, hop=hop)
+    return np.concatenate([x1, x2]), np.concatenate([y1, y2])
+
+
+# --------------------------------------------------------------------------------------
+# Keras
+# --------------------------------------------------------------------------------------
+def _keras():
+    from .model import import_keras
+
+    return import_keras()
+
+
+def _dataset(sampler: WindowSampler, *, batch_size: int, class_weight: np.ndarray, workers: int):
+    keras = _keras()
+
+    class EpochData(keras.utils.PyDataset):
+        """Batches of freshly augmented windows; a new order and new draws every epoch."""
+
+        def __init__(self) -> None:
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+            self.epoch = 0
+            self.perm = sampler.order(0)
+
+        def __len__(self) -> int:
+            return int(math.ceil(len(sampler) / batch_size))
+
+        def __getitem__(self, i: int):
+            pos = self.perm[i * batch_size: (i + 1) * batch_size]
+            x, y = sampler.batch(pos, epoch=self.epoch, key=i)
+            return x, y, class_weight[y].astype(np.float32)
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.perm = sampler.order(self.epoch)
+
+    return EpochData()
+
+
+class _TimeBudget:
+    """Keras callback factory: stop training once ``seconds`` have passed."""
+
+    @staticmethod
+    def make(seconds: float | None):
+        keras = _keras()
+
+        class TimeBudget(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.t0 = time.monotonic()
+                self.stopped_early = False
+
+            def on_epoch_end(self, epoch, logs=None):
+                if seconds and time.monotonic() - self.t0 > seconds:
+                    self.model.stop_training = True
+                    self.stopped_early = True
+
+        return TimeBudget()
+
+
+def build(arch: str, input_shape: tuple[int, int], n_labels: int, *, seed: int, **arch_kwargs):
+    """A fresh model from :mod:`audioclf_core.architectures`, seeded."""
+    keras = _keras()
+    from .architectures import build_model
+
+    keras.utils.set_random_seed(seed)
+    return build_model(arch, input_shape, n_labels, **arch_kwargs)
+
+
+def fit(
+    model, sampler: WindowSampler, val: tuple[np.ndarray, np.ndarray], *, n_labels: int, epochs: int, batch_size: int,
+    learning_rate: float, patience: int, verbose: int, time_budget_s: float | None = None, workers: int = 2,
+) -> dict:
+    """Train ``model`` in place with class weights, early stopping and a learning-rate schedule.
+
+    Returns
+    -------
+    dict
+        ``history`` (per-epoch metrics), ``epochs_run``, ``best_val_accuracy``,
+        ``class_weight`` and ``seconds``.
+    """
+    keras = _keras()
+    counts = sampler.class_counts(n_labels).astype(float)
+    weight = np.where(counts > 0, counts.sum() / (n_labels * np.maximum(counts, 1)), 0.0)
+    data = _dataset(sampler, batch_size=batch_size, class_weight=weight, workers=workers)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    has_val = len(val[1]) > 0
+    monitor = "val_accuracy" if has_val else "accuracy"
+    budget = _TimeBudget.make(time_budget_s)
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss" if has_val else "loss", factor=0.5,
+                                          patience=max(1, patience // 2), min_lr=learning_rate / 30),
+        budget,
+    ]
+    t0 = time.monotonic()
+    hist = model.fit(data, epochs=epochs, validation_data=val if has_val else None, callbacks=callbacks, verbose=verbose)
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    return {
+        "history": history,
+        "epochs_run": len(history.get("loss", [])),
+        "best_val_accuracy": max(history.get(monitor, [0.0])),
+        "monitor": monitor,
+        "class_weight": [round(float(w), 4) for w in weight],
+        "seconds": round(time.monotonic() - t0, 1),
+        "stopped_by_time_budget": bool(getattr(budget, "stopped_early", False)),
+    }
+
+
+SEARCH_SPACE = {
+    "cnn": {"width": [8, 12, 16], "dropout": [0.1, 0.2, 0.3], "l2": [1e-4, 1e-3]},
+    "resnet": {"width": [8, 12, 16], "dropout": [0.1, 0.2, 0.3], "l2": [1e-4, 1e-3]},
+    "mlp": {"width": [128, 256, 512], "dropout": [0.2, 0.3, 0.5], "l2": [1e-4, 1e-3]},
+}
+LEARNING_RATES = [1e-3, 3e-3]
+
+
+def search_configs(arch: str, n: int, *, seed: int, base: Mapping[str, Any], learning_rate: float) -> list[dict]:
+    """``n`` distinct configurations: the given one first, then seeded random draws."""
+    rng = np.random.default_rng([seed, 4])
+    space = SEARCH_SPACE[arch]
+    configs = [{"arch_kwargs": dict(base), "learning_rate": learning_rate}]
+    seen = {repr(configs[0])}
+    for _ in range(200):
+        if len(configs) >= n:
+            break
+        kw = {k: (v[int(rng.integers(len(v)))]) for k, v in space.items()}
+        kw = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in kw.items()}
+        c = {"arch_kwargs": kw, "learning_rate": float(LEARNING_RATES[int(rng.integers(len(LEARNING_RATES)))])}
+        if repr(c) not in seen:
+            seen.add(repr(c))
+            configs.append(c)
+    return configs[:n]
+
+
+def measure_speed(model, *, batch: int = 1024, repeats: int = 4) -> dict:
+    """Windows per second of ``model`` through :class:`~audioclf_core.model.Predictor`."""
+    from .model import Predictor
+
+    pred = Predictor(model, batch_size=batch)
+    x = np.random.default_rng(0).standard_normal((batch, *model.input_shape[1:])).astype(np.float32)
+    pred(x)  # trace once
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        pred(x)
+        best = min(best, time.perf_counter() - t0)
+    return {"windows_per_s": round(batch / best), "ms_per_window": round(1000 * best / batch, 4), "batch": batch,
+            "cpus": os.cpu_count(), "measured_with": "audioclf_core.model.Predictor, best of %d" % repeats}
+
+
+def _clean_copy(model):
+    """The model without optimizer state, for a lean bundle."""
+    keras = _keras()
+    clean = keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    return clean
+
+
+def _next_version(version: str) -> str:
+    parts = version.split(".")
+    if len(parts) >= 2 and all(p.isdigit() for p in parts[:2]):
+        return ".".join([parts[0], str(int(parts[1]) + 1), *(["0"] if len(parts) > 2 else [])])
+    return version + ".1"
+
+
+def _new_head(parent, n_labels: int):
+    keras = _keras()
+    features = parent.layers[-2].output
+    out = keras.layers.Dense(n_labels, activation="softmax", name="probs_new")(features)
+    return keras.Model(parent.inputs, out, name=parent.name)
+
+
+# --------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What :func:`train` made: the bundle, its model in memory, and the held-out evaluations."""
+
+    bundle: Bundle
+    model: Any
+    evaluations: dict  # condition -> evaluation.Evaluation
+    split: pd.Series
+    table: pd.DataFrame
+    report: Path | None = None
+
+
+def _listed(groups: list[str], limit: int = 300) -> list[str]:
+    """Groups for the manifest; data without groups (one per file) would flood it."""
+    return groups if len(groups) <= limit else groups[:limit] + [f"... and {len(groups) - limit} more"]
+
+
+def _hours(table: pd.DataFrame, lengths, sr: int) -> dict:
+    """Hours of audio per label; ``lengths`` (samples) align with ``table``'s rows."""
+    lab = table["label"].to_numpy()
+    n = np.asarray(lengths, dtype=float)
+    return {k: round(float(n[lab == k].sum()) / sr / 3600, 4) for k in sorted(set(lab))}
+
+
+def train(
+    data: str | Path | pd.DataFrame,
+    *,
+    out: str | Path,
+    arch: str = "cnn",
+    preset: str | TaskPreset = "smn",
+    from_bundle: str | Path | None = None,
+    freeze_features: bool = False,
+    name: str | None = None,
+    version: str | None = None,
+    description: str | None = None,
+    epochs: int = 30,
+    batch_size: int = 64,
+    seed: int = 0,
+    search: int = 0,
+    search_epochs: int | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    learning_rate: float = 1e-3,
+    patience: int = 6,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.15,
+    test_groups: Sequence[str] = (),
+    val_groups: Sequence[str] = (),
+    real_repeat: int = 1,
+    max_windows_per_epoch: int = 30000,
+    time_budget_s: float | None = None,
+    report: str | Path | None = None,
+    verbose: int = 1,
+    workers: int = 2,
+    log: Log | None = None,
+) -> TrainResult:
+    """Train a bundle on labelled clips and evaluate it on held-out groups.
+
+    Parameters
+    ----------
+    data : str, Path or DataFrame
+        See :func:`load_table`.
+    out : str or Path
+        Folder for the new bundle; it must not hold one (bundles are never overwritten).
+    arch : {"cnn", "resnet", "mlp"}
+        Architecture (ignored with ``from_bundle``).
+    preset : str or TaskPreset
+        The feature contract (rate, windows, features, silence, cropping); ``smn`` or
+        ``digits``. With ``from_bundle`` the parent's contract is kept instead.
+    from_bundle : str or Path, optional
+        Fine-tune this bundle. Its contract is kept, the result is a new version in
+        ``out``, and the parent stays as it is. New labels get a new output layer.
+    freeze_features : bool
+        With ``from_bundle``: train only the output layer.
+    search : int
+        Hyper-parameter trials (0: none); each runs ``search_epochs`` epochs and the best
+        validation accuracy wins.
+    test_groups, val_groups : sequence of str
+        Groups to hold out by name (default: drawn by :func:`group_split`).
+    real_repeat : int
+        Draw clips that are not synthetic this many times per epoch.
+    time_budget_s : float, optional
+        Stop the final training after this many seconds (at an epoch's end).
+    report : str or Path, optional
+        Also write the held-out evaluation report there.
+    verbose : int
+        Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
+    log : callable, optional
+        Receives one line per step.
+
+    Returns
+    -------
+    TrainResult
+    """
+    from .evaluation import evaluate_clips, write_report
+
+    say = log or (lambda _msg: None)
+    out = Path(out).expanduser()
+    if (out / MANIFEST).exists() or (out / MODEL_FILE).exists():
+        raise BundleError(f"{out} already holds a bundle; bundles are never overwritten (choose a new --out)")
+    for k, v in (("epochs", epochs), ("batch_size", batch_size), ("real_repeat", real_repeat)):
+        if int(v) < 1:
+            raise ParameterError(f"{k}={v} must be at least 1")
+    if search < 0:
+        raise ParameterError(f"search={search} must be 0 or more")
+    parent: Bundle | None = None
+    if from_bundle is not None:
+        parent = load_bundle(from_bundle)
+        if parent.path.resolve() == out.resolve():
+            raise BundleError(f"--out {out} is the bundle being fine-tuned; a new version needs a new folder")
+        m = parent.manifest
+        task = replace(get_preset(preset), sample_rate=m.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
+                       features=m.features, silence=m.silence, name=m.name, labels=m.labels)
+        arch = m.architecture or "unknown"
+    else:
+        if arch not in ARCHITECTURES:
+            raise ParameterError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        if freeze_features:
+            raise ParameterError("--freeze-features needs --from BUNDLE: there are no trained features to freeze")
+        task = get_preset(preset)
+
+    table = load_table(data)
+    found = sorted(table["label"].unique())
+    labels = tuple(task.labels) if set(found) <= set(task.labels) and task.labels else tuple(found)
+    if parent is not None and set(found) - set(parent.labels):
+        labels = tuple(found)  # new labels: a new output layer
+    if len(labels) < 2:
+        raise ParameterError(f"the data has one label only ({found}); a classifier needs at least two")
+    split = group_split(table, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed,
+                        test_groups=test_groups, val_groups=val_groups)
+    say(f"{len(table)} clips, {table['group'].nunique()} groups, labels {', '.join(labels)}; "
+        f"split by group: " + ", ".join(f"{s} {int((split == s).sum())} clips / {table.loc[split == s, 'group'].nunique()} groups" for s in SPLITS))
+
+    sr = task.sample_rate
+    t_load = time.monotonic()
+    clips, errors = load_clips(table["path"].tolist(), sr=sr, log=say)
+    ok = np.array([c is not None and c.size > 0 for c in clips])
+    if not ok.all():
+        say(f"{int((~ok).sum())} clips did not decode and are left out")
+    table = table[ok].reset_index(drop=True)
+    split = split[ok].reset_index(drop=True)
+    clips = [c for c, k in zip(clips, ok) if k]
+    lengths = pd.Series([len(c) for c in clips])
+    say(f"decoded {len(clips)} clips, {lengths.sum() / sr / 3600:.2f} h, in {time.monotonic() - t_load:.0f} s")
+    y_all = table["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+    for lab in labels:
+        if not ((table["label"] == lab) & (split == "train")).any():
+            raise ParameterError(f"no training clips for label {lab!r} after the group split")
+
+    fx = FeatureExtractor(task.features, sr=sr)
+    window, hop = int(round(task.window_s * sr)), int(round(task.hop_s * sr))
+    input_shape = (fx.n_frames(window), fx.n_features)
+    idx = {s: np.flatnonzero((split == s).to_numpy()) for s in SPLITS}
+    noise_pool = []
+    if task.noise_label and task.noise_label in labels:
+        noise_pool = [clips[i] for i in idx["train"] if table.at[i, "label"] == task.noise_label]
+    repeat = np.where(table["synthetic"].to_numpy()[idx["train"]], 1, real_repeat)
+
+    def sampler(max_windows: int, s: int) -> WindowSampler:
+        return WindowSampler([clips[i] for i in idx["train"]], y_all[idx["train"]], fx, window, hop, task.crop,
+                             task.augment, noise_pool, seed=s, max_windows=max_windows, repeat=repeat)
+
+    if len(idx["val"]):
+        val = validation_windows([clips[i] for i in idx["val"]], y_all[idx["val"]], fx=fx, window=window, hop=hop,
+                                 seed=seed, params=task.augment)
+    else:
+        say("no validation groups: early stopping watches training accuracy")
+        val = (np.zeros((0, *input_shape), np.float32), np.zeros(0, int))
+    say(f"windows: {len(sampler(max_windows_per_epoch, seed))} per training epoch, {len(val[1])} for validation; "
+        f"input {input_shape[0]} frames x {input_shape[1]} features")
+
+    base_kwargs = dict(arch_kwargs or {})
+    trials = []
+    if parent is None and search > 1:
+        configs = search_configs(arch, search, seed=seed, base=base_kwargs, learning_rate=learning_rate)
+        s_epochs = search_epochs or max(2, epochs // 3)
+        for t, cfg in enumerate(configs):
+            say(f"search trial {t + 1}/{len(configs)}: {cfg}")
+            m = build(arch, input_shape, len(labels), seed=seed + t, **cfg["arch_kwargs"])
+            r = fit(m, sampler(max(2000, max_windows_per_epoch // 2), seed + t), val, n_labels=len(labels),
+                    epochs=s_epochs, batch_size=batch_size, learning_rate=cfg["learning_rate"], patience=patience,
+                    verbose=verbose, workers=workers)
+            trials.append({**cfg, "val_accuracy": round(r["best_val_accuracy"], 4), "epochs": r["epochs_run"],
+                           "params": int(m.count_params()), "seconds": r["seconds"]})
+            say(f"  -> validation accuracy {r['best_val_accuracy']:.4f}")
+        best = max(trials, key=lambda t: (t["val_accuracy"], -t["params"]))
+        base_kwargs, learning_rate = dict(best["arch_kwargs"]), best["learning_rate"]
+        say(f"search picked {base_kwargs}, learning rate {learning_rate}")
+
+    keras = _keras()
+    if parent is None:
+        model = build(arch, input_shape, len(labels), seed=seed, **base_kwargs)
+    else:
+        keras.utils.set_random_seed(seed)
+        model = keras.models.clone_model(parent.model)
+        model.set_weights(parent.model.get_weights())
+        if tuple(labels) != tuple(parent.labels):
+            model = _new_head(model, len(labels))
+        if freeze_features:
+            for layer in model.layers[:-1]:
+                layer.trainable = False
+    say(f"training {arch} ({model.count_params()} parameters) for up to {epochs} epochs")
+    result = fit(model, sampler(max_windows_per_epoch, seed), val, n_labels=len(labels), epochs=epochs,
+                 batch_size=batch_size, learning_rate=learning_rate, patience=patience, verbose=verbose,
+                 time_budget_s=time_budget_s, workers=workers)
+    say(f"trained {result['epochs_run']} epochs in {result['seconds']:.0f} s; best {result['monitor']} "
+        f"{result['best_val_accuracy']:.4f}")
+
+    model = _clean_copy(model)
+    evaluations = {}
+    test_idx = idx["test"]
+    if len(test_idx):
+        test_clips = [clips[i] for i in test_idx]
+        meta = table.iloc[test_idx]
+        for cond, transform in (("as-is", None), ("telephone", lambda y: telephone(y, sr=sr))):
+            evaluations[cond] = evaluate_clips(
+                model, [transform(c) if transform else c for c in test_clips], meta["label"].tolist(), labels=labels,
+                fx=fx, window=window, hop=hop, files=meta["path"].tolist(), groups=meta["group"].tolist(),
+            )
+            say(f"held-out ({cond}): segment accuracy {evaluations[cond].accuracy:.4f}, macro F1 {evaluations[cond].macro_f1:.4f}")
+    else:
+        say("no held-out groups: the bundle carries no held-out figures")
+    speed = measure_speed(model)
+    say(f"inference: {speed['windows_per_s']} windows/s ({speed['ms_per_window']} ms per window)")
+
+    def summary(s: str) -> dict:
+        sel = (split == s).to_numpy()
+        part = table[sel]
+        return {"clips": int(sel.sum()), "hours": round(float(lengths[sel].sum()) / sr / 3600, 4),
+                "hours_per_label": _hours(part, lengths[sel], sr) if sel.any() else {},
+                "groups": _listed(sorted(part["group"].unique().tolist()))}
+
+    data_summary = {
+        "source": str(data) if not isinstance(data, pd.DataFrame) else "DataFrame",
+        "clips": len(table), "hours": round(float(lengths.sum()) / sr / 3600, 4),
+        "hours_per_label": _hours(table, lengths, sr),
+        "synthetic_hours_per_label": _hours(table[table["synthetic"]], lengths[table["synthetic"].to_numpy()], sr)
+        if table["synthetic"].any() else {},
+        "decode_errors": len(errors),
+        "split": {s: summary(s) for s in SPLITS},
+        "split_rule": f"by group, seed {seed}; test_fraction {test_fraction}, val_fraction {val_fraction}"
+        + (f"; test groups named: {list(test_groups)}" if test_groups else "")
+        + "; held-out groups are real recordings only",
+    }
+    if "source" in table.columns:
+        data_summary["packages"] = sorted({str(s).split(":")[0] for s in table["source"].dropna() if not str(s).startswith("synthetic")})
+        data_summary["synthetic_sources"] = sorted({":".join(str(s).split(":")[1:2]).split(" ")[0]
+                                                    for s in table["source"].dropna() if str(s).startswith("synthetic")})
+    training = {
+        "arch": arch, "arch_kwargs": base_kwargs, "parameters": int(model.count_params()), "epochs": epochs,
+        "epochs_run": result["epochs_run"], "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+        "patience": patience, "best_val_window_accuracy": round(result["best_val_accuracy"], 4),
+        "class_weight": dict(zip(labels, result["class_weight"])), "seconds": result["seconds"],
+        "windows_per_epoch": len(sampler(max_windows_per_epoch, seed)), "crop": task.crop, "real_repeat": real_repeat,
+        "augmentation": task.augment.to_dict(), "search_trials": trials,
+        "history": {k: [round(v, 5) for v in vals] for k, vals in result["history"].items()},
+        "stopped_by_time_budget": result["stopped_by_time_budget"],
+    }
+    provenance: dict[str, Any] = {"data": data_summary, "training": training, "built_by": "audioclf train"}
+    if parent is not None:
+        provenance["parent"] = {"name": parent.name, "version": parent.version, "sha256": parent.sha256,
+                                "freeze_features": freeze_features}
+    evaluation: dict[str, Any] = {
+        "heldout_groups": data_summary["split"]["test"]["groups"],
+        "unit": "segment (a clip; its windows' probabilities averaged, as the pipeline does)",
+        "conditions": {c: e.metrics() for c, e in evaluations.items()},
+        "speed": speed,
+    }
+    if evaluations:
+        evaluation["accuracy"] = round(evaluations["as-is"].accuracy, 4)
+        evaluation["macro_f1"] = round(evaluations["as-is"].macro_f1, 4)
+    from .bundle import save_bundle
+
+    bundle = save_bundle(
+        model, out,
+        name=name or (parent.name if parent else task.name),
+        version=version or (_next_version(parent.version) if parent else "1.0.0"),
+        description=description if description is not None else (parent.manifest.description if parent else task.description),
+        trained=True, labels=labels, sample_rate=sr, window_s=task.window_s, hop_s=task.hop_s,
+        features=task.features, silence=task.silence, architecture=arch, provenance=provenance, evaluation=evaluation,
+    )
+    say(f"wrote bundle {bundle.path} ({bundle.name} {bundle.version}, {(bundle.path / MODEL_FILE).stat().st_size / 1024:.0f} KiB)")
+    report_dir = None
+    if report is not None and evaluations:
+        report_dir = write_report(evaluations, report, title=f"{bundle.name} {bundle.version}: held-out evaluation",
+                                  context=_report_context(bundle))
+        say(f"wrote report {report_dir / 'report.md'}")
+    return TrainResult(bundle=bundle, model=model, evaluations=evaluations, split=split, table=table, report=report_dir)
+
+
+def _report_context(bundle: Bundle) -> dict:
+    m = bundle.manifest
+    data = m.provenance.get("data", {})
+    tr = m.provenance.get("training", {})
+    return {
+        "bundle": f"{m.name} {m.version} (sha256 {m.sha256[:12]}…)",
+        "contract": f"{m.sample_rate} Hz, window {m.window_s:g} s / hop {m.hop_s:g} s, {m.features.kind} "
+                    f"{m.features.n_mels} bands up to {m.features.fmax or m.sample_rate / 2:g} Hz",
+        "model": f"{m.architecture} {tr.get('arch_kwargs', {})}, {tr.get('parameters', '?')} parameters",
+        "training data": f"{data.get('clips', '?')} clips, {data.get('hours', '?')} h; per label {data.get('hours_per_label', {})}",
+        "held-out groups": ", ".join(m.evaluation.get("heldout_groups", [])[:40]) or "none",
+        "speed": f"{m.evaluation.get('speed', {}).get('windows_per_s', '?')} windows/s (batch 1024)",
+    }

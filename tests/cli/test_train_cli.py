@@ -1,0 +1,143 @@
+"""``audioclf train`` and ``audioclf evaluate`` as a user runs them: the console script, real clips."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from audioclf_core.bundle import MANIFEST, MODEL_FILE, file_sha256, load_bundle
+
+DATA = Path(__file__).parents[1] / "data"
+AUDIOCLF = str(Path(sys.executable).with_name("audioclf"))
+SR = 8000
+
+
+def run(*args):
+    return subprocess.run([AUDIOCLF, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def _one_line_error(proc):
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    """A folder of label folders (real speech and music from tests/data, numpy noise) with manifest.csv."""
+    root = tmp_path_factory.mktemp("data")
+    rows = []
+    for r in pd.read_csv(DATA / "labels.csv").itertuples():
+        (root / r.label).mkdir(exist_ok=True)
+        shutil.copy(DATA / r.file, root / r.label / r.file)
+        group = ("digits" if "digits" in r.file else "prompts") if r.label == "speech" else r.file.split("_")[1]
+        rows.append({"path": f"{r.label}/{r.file}", "label": r.label, "group": group})
+    rng = np.random.default_rng(1)
+    t = np.arange(2 * SR) / SR
+    (root / "noise").mkdir()
+    for i, (name, y) in enumerate({"hiss": 0.05 * rng.standard_normal(t.size), "hum": 0.3 * np.sin(2 * np.pi * 50 * t),
+                                   "busy": 0.3 * np.sin(2 * np.pi * 480 * t) * ((t % 1) < 0.5),
+                                   "dial": 0.3 * np.sin(2 * np.pi * 425 * t)}.items()):
+        sf.write(root / "noise" / f"{name}.wav", y.astype(np.float32), SR, subtype="PCM_16")
+        rows.append({"path": f"noise/{name}.wav", "label": "noise", "group": "hiss" if i < 2 else "tones"})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(clips, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "smn-1"
+    report = out.parent / "report-1"
+    proc = run("train", str(clips), "--out", str(out), "--arch", "cnn", "--width", "4", "--epochs", "1",
+               "--max-windows", "48", "--batch-size", "16", "--val-fraction", "0", "--seed", "1",
+               "--test-group", "prompts", "--test-group", "reno", "--test-group", "tones", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    return out, report, proc
+
+
+@pytest.mark.slow
+def test_train_writes_a_bundle_and_a_report(trained):
+    out, report, proc = trained
+    b = load_bundle(out)
+    assert b.manifest.trained and b.labels == ("speech", "music", "noise") and b.sample_rate == 8000
+    assert sorted(b.manifest.evaluation["heldout_groups"]) == ["prompts", "reno", "tones"]
+    assert b.manifest.provenance["training"]["arch_kwargs"] == {"width": 4}
+    for name in ("report.md", "confusion.png", "roc.png", "misclassified.csv", "per_class.csv", "metrics.json"):
+        assert (report / name).is_file(), name
+    metrics = json.loads((report / "metrics.json").read_text())["as-is"]
+    assert metrics["segments"] == 3 + 1 + 2 and np.array(metrics["confusion"]).sum() == 6
+    assert "held out (as-is): accuracy" in proc.stderr
+
+
+@pytest.mark.slow
+def test_from_writes_a_new_version_and_never_overwrites(trained, clips, tmp_path):
+    out, _, _ = trained
+    before = {p.name: file_sha256(p) for p in out.iterdir()}
+    line = _one_line_error(run("train", str(clips), "--from", str(out), "--out", str(out), "--epochs", "1"))
+    assert "never overwritten" in line and str(out) in line
+    new = tmp_path / "smn-2"
+    proc = run("train", str(clips), "--from", str(out), "--out", str(new), "--freeze-features", "--epochs", "1",
+               "--max-windows", "32", "--batch-size", "16", "--val-fraction", "0", "--test-group", "prompts",
+               "--test-group", "reno", "--test-group", "tones", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name: file_sha256(p) for p in out.iterdir()} == before
+    child = load_bundle(new).manifest
+    assert child.version == "1.1.0" and child.provenance["parent"]["version"] == "1.0.0"
+    assert child.provenance["parent"]["sha256"] == load_bundle(out).sha256
+
+
+@pytest.mark.slow
+def test_evaluate_writes_a_report_with_the_right_counts(trained, clips, tmp_path):
+    out, _, _ = trained
+    proc = run("evaluate", str(out), str(clips), "--report", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())["as-is"]
+    assert metrics["segments"] == 12
+    assert {k: v["support"] for k, v in metrics["per_class"].items()} == {"speech": 6, "music": 2, "noise": 4}
+    assert np.array(metrics["confusion"]).sum(axis=1).tolist() == [6, 2, 4]
+    assert len(pd.read_csv(tmp_path / "r" / "predictions.csv")) == 12
+    proc = run("evaluate", str(out), str(clips), "--report", str(tmp_path / "h"), "--heldout-only", "--condition", "telephone")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "h" / "metrics.json").read_text())["telephone"]["segments"] == 6
+
+
+@pytest.mark.slow
+def test_a_bundle_with_a_wrong_manifest_is_refused(trained, clips, tmp_path):
+    out, _, _ = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    data = json.loads((bad / MANIFEST).read_text())
+    data["window_s"] = 0.99991
+    (bad / MANIFEST).write_text(json.dumps(data))
+    line = _one_line_error(run("evaluate", str(bad), str(clips), "--report", str(tmp_path / "r")))
+    assert str(bad) in line and "whole samples" in line
+    with open(bad / MODEL_FILE, "ab") as f:
+        f.write(b"\0")
+    data["window_s"] = 1.0
+    (bad / MANIFEST).write_text(json.dumps(data))
+    line = _one_line_error(run("train", str(clips), "--from", str(bad), "--out", str(tmp_path / "x")))
+    assert "does not match its manifest" in line
+    assert not (tmp_path / "r").exists() and not (tmp_path / "x").exists()
+
+
+def test_bad_requests_are_one_line_errors(clips, tmp_path):
+    line = _one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--arch", "transformer"))
+    assert "unknown architecture 'transformer'" in line
+    line = _one_line_error(run("train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")))
+    assert "no training data" in line
+    line = _one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--test-group", "martians"))
+    assert "martians" in line
+    line = _one_line_error(run("evaluate", "no-such-bundle", str(clips), "--report", str(tmp_path / "r")))
+    assert "no-such-bundle" in line

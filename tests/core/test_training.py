@@ -1,0 +1,335 @@
+"""Training and evaluation: a tiny real model on real clips, splits by group, honest reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from audioclf_core.bundle import MANIFEST, MODEL_FILE, file_sha256, load_bundle
+from audioclf_core.errors import BundleError, ParameterError
+from audioclf_core.evaluation import Evaluation, confusion_matrix, evaluate_bundle, roc_auc_ovr, write_report
+from audioclf_core.features import FeatureExtractor
+from audioclf_core.training import (
+    PRESETS,
+    AugmentParams,
+    WindowSampler,
+    augment,
+    band_limit,
+    group_split,
+    load_table,
+    mix_noise,
+    mu_law,
+    rms,
+    train,
+)
+
+DATA = Path(__file__).parents[1] / "data"
+SR = 8000
+TEST_GROUPS = ["allison-prompts", "moh-reno", "noise-tones"]
+
+
+def make_noise_clips(folder: Path) -> list[dict]:
+    """Four noise clips made with numpy (the fixtures hold only speech and music)."""
+    rng = np.random.default_rng(7)
+    t = np.arange(int(2.5 * SR)) / SR
+    clips = {
+        "hiss": (0.05 * rng.standard_normal(t.size), "noise-hiss"),
+        "hum": (0.2 * sum(np.sin(2 * np.pi * 50 * k * t) / k for k in range(1, 8)), "noise-hiss"),
+        "ringback": (0.3 * (np.sin(2 * np.pi * 440 * t) + np.sin(2 * np.pi * 480 * t)) * ((t % 1.0) < 0.6), "noise-tones"),
+        "dtmf": (0.3 * (np.sin(2 * np.pi * 697 * t) + np.sin(2 * np.pi * 1209 * t)) * ((t % 0.3) < 0.15), "noise-tones"),
+    }
+    (folder / "noise").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, (y, group) in clips.items():
+        path = folder / "noise" / f"{name}.wav"
+        sf.write(path, y.astype(np.float32), SR, subtype="PCM_16")
+        rows.append({"path": str(path), "label": "noise", "group": group, "synthetic": 0})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """tests/data's 6 speech and 2 music clips plus 4 numpy noise clips, with groups, as manifest.csv."""
+    root = tmp_path_factory.mktemp("clips")
+    labels = pd.read_csv(DATA / "labels.csv")
+    rows = []
+    for r in labels.itertuples():
+        group = ("allison-digits" if "digits" in r.file else "allison-prompts") if r.label == "speech" else (
+            "moh-reno" if "reno" in r.file else "moh-macroform")
+        rows.append({"path": str(DATA / r.file), "label": r.label, "group": group, "synthetic": 0})
+    rows += make_noise_clips(root)
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """A tiny CNN trained for one epoch; three groups held out."""
+    out = tmp_path_factory.mktemp("bundles") / "smn-tiny"
+    return train(dataset, out=out, arch="cnn", preset="smn", arch_kwargs={"width": 4}, epochs=1, batch_size=16,
+                 max_windows_per_epoch=48, test_groups=TEST_GROUPS, val_fraction=0.0, seed=3, verbose=0, workers=1)
+
+
+# -- the trained bundle ----------------------------------------------------------------
+@pytest.mark.slow
+def test_saved_bundle_predicts_what_the_trained_model_predicted(trained):
+    from audioclf_core.model import Predictor
+    from audioclf_core.pipeline import Classifier
+
+    bundle = load_bundle(trained.bundle.path)
+    y, sr = sf.read(DATA / "speech_en_transfer.wav", dtype="float32")
+    assert sr == bundle.sample_rate == 8000
+    x = bundle.features.windows(y, window=bundle.window_samples, hop=bundle.hop_samples)
+    assert x.shape[1:] == bundle.input_shape == (97, 40)
+    np.testing.assert_allclose(Predictor(bundle.model)(x), Predictor(trained.model)(x), rtol=0, atol=1e-6)
+    # The evaluation scored each held-out clip as the pipeline scores a segment.
+    ev = trained.evaluations["as-is"]
+    i = ev.files.index(str(DATA / "speech_en_transfer.wav"))
+    np.testing.assert_allclose(Classifier(bundle).segment_probs([x])[0], ev.probs[i], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_manifest_records_contract_data_and_heldout_figures(trained):
+    m = load_bundle(trained.bundle.path).manifest
+    assert m.trained and m.name == "speech-music-noise" and m.version == "1.0.0"
+    assert m.labels == ("speech", "music", "noise")
+    assert (m.sample_rate, m.window_s, m.hop_s) == (8000, 1.0, 0.5)
+    assert m.features == PRESETS["smn"].features and m.architecture == "cnn"
+    split = m.provenance["data"]["split"]
+    assert sorted(split["test"]["groups"]) == sorted(TEST_GROUPS) == sorted(m.evaluation["heldout_groups"])
+    assert not set(split["train"]["groups"]) & set(split["test"]["groups"])
+    assert split["train"]["clips"] + split["val"]["clips"] + split["test"]["clips"] == 12
+    assert set(m.provenance["data"]["hours_per_label"]) == {"speech", "music", "noise"}
+    asis = m.evaluation["conditions"]["as-is"]
+    assert asis["segments"] == 3 + 1 + 2  # allison prompts, one hold-music excerpt, two tone clips
+    assert np.array(asis["confusion"]).sum() == 6
+    assert {k: v["support"] for k, v in asis["per_class"].items()} == {"speech": 3, "music": 1, "noise": 2}
+    assert "telephone" in m.evaluation["conditions"]
+    assert m.evaluation["speed"]["windows_per_s"] > 0
+    assert (trained.bundle.path / MODEL_FILE).stat().st_size < 5_000_000
+
+
+@pytest.mark.slow
+def test_a_bundle_is_never_overwritten(trained, dataset):
+    before = file_sha256(trained.bundle.path / MODEL_FILE)
+    with pytest.raises(BundleError, match="never overwritten"):
+        train(dataset, out=trained.bundle.path, arch="cnn", epochs=1, verbose=0)
+    assert file_sha256(trained.bundle.path / MODEL_FILE) == before
+
+
+@pytest.mark.slow
+def test_fine_tuning_writes_a_new_version_and_keeps_the_parent(trained, dataset, tmp_path):
+    parent = trained.bundle.path
+    files_before = {p.name: p.read_bytes() for p in parent.iterdir()}
+    with pytest.raises(BundleError, match="never overwritten"):
+        train(dataset, out=parent, from_bundle=parent, epochs=1, verbose=0)
+    child = train(dataset, out=tmp_path / "v2", from_bundle=parent, freeze_features=True, epochs=1, batch_size=16,
+                  max_windows_per_epoch=32, test_groups=TEST_GROUPS, val_fraction=0.0, verbose=0, workers=1)
+    assert {p.name: p.read_bytes() for p in parent.iterdir()} == files_before
+    m = load_bundle(child.bundle.path).manifest
+    assert m.version == "1.1.0" and m.name == "speech-music-noise"
+    assert m.provenance["parent"] == {"name": "speech-music-noise", "version": "1.0.0",
+                                      "sha256": trained.bundle.sha256, "freeze_features": True}
+    assert m.features == trained.bundle.manifest.features and m.labels == trained.bundle.labels
+    # Frozen features: every layer but the output layer kept the parent's weights.
+    new, old = load_bundle(child.bundle.path).model, load_bundle(parent).model
+    for a, b in zip(new.layers[:-1], old.layers[:-1]):
+        for wa, wb in zip(a.get_weights(), b.get_weights()):
+            np.testing.assert_array_equal(wa, wb)
+    assert any(not np.array_equal(wa, wb) for wa, wb in zip(new.layers[-1].get_weights(), old.layers[-1].get_weights()))
+
+
+@pytest.mark.slow
+def test_evaluating_a_bundle_on_its_own_clips_counts_every_clip(trained, dataset, tmp_path):
+    ev = evaluate_bundle(trained.bundle.path, dataset)
+    assert ev.n == 12 and ev.confusion.sum() == 12
+    assert ev.confusion.sum(axis=1).tolist() == [6, 2, 4]  # speech, music, noise
+    assert ev.probs.shape == (12, 3) and np.allclose(ev.probs.sum(axis=1), 1, atol=1e-5)
+    held = evaluate_bundle(trained.bundle.path, dataset, heldout_only=True)
+    assert sorted(set(held.groups)) == sorted(TEST_GROUPS) and held.n == 6
+    write_report(ev, tmp_path / "rep", title="own clips")
+    mis = pd.read_csv(tmp_path / "rep" / "misclassified.csv")
+    assert len(mis) == int((ev.y_pred != ev.y_true).sum())
+    assert list(mis.columns) == ["file", "group", "true", "predicted", "p_speech", "p_music", "p_noise"]
+
+
+@pytest.mark.slow
+def test_a_bundle_with_a_wrong_manifest_is_refused(trained, dataset, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(trained.bundle.path, bad)
+    data = json.loads((bad / MANIFEST).read_text())
+    data["labels"] = ["speech", "music", "noise", "silence"]
+    (bad / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="3 outputs, but the manifest lists 4 labels"):
+        evaluate_bundle(bad, dataset)
+    data["sample_rate"] = 8001
+    (bad / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=str(bad)):
+        evaluate_bundle(bad, dataset)
+
+
+# -- group splits ----------------------------------------------------------------------
+def _table(n_groups=30, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(n_groups):
+        label = ["speech", "music", "noise"][g % 3]
+        synthetic = g % 7 == 0
+        rows += [{"path": f"/x/{g}/{i}.wav", "label": label, "group": f"g{g}", "synthetic": synthetic}
+                 for i in range(int(rng.integers(1, 40)))]
+    return load_table(pd.DataFrame(rows))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_group_split_never_puts_a_group_on_both_sides(seed):
+    table = _table(seed=seed)
+    split = group_split(table, test_fraction=0.25, val_fraction=0.15, seed=seed)
+    sides = table.assign(split=split).groupby("group")["split"].nunique()
+    assert (sides == 1).all()
+    assert set(split) == {"train", "val", "test"}
+    for lab in ("speech", "music", "noise"):
+        assert ((table.label == lab) & (split == "train")).any()
+    # Synthetic groups always train: held-out figures are on real recordings.
+    assert (split[table.synthetic] == "train").all()
+    # The same seed gives the same split.
+    assert split.equals(group_split(table, test_fraction=0.25, val_fraction=0.15, seed=seed))
+
+
+def test_named_groups_are_held_out_and_unknown_names_are_refused():
+    table = _table()
+    split = group_split(table, test_groups=["g1", "g2"], val_fraction=0.0)
+    assert set(table.group[split == "test"]) == {"g1", "g2"}
+    assert set(split) == {"train", "test"}
+    with pytest.raises(ParameterError, match="not in the data: nope"):
+        group_split(table, test_groups=["nope"])
+    with pytest.raises(ParameterError, match="both test and validation"):
+        group_split(table, test_groups=["g1"], val_groups=["g1"])
+
+
+def test_the_last_group_of_a_label_stays_in_training():
+    table = load_table(pd.DataFrame({"path": list("abcd"), "label": ["a", "a", "b", "b"], "group": ["g1", "g1", "g2", "g3"]}))
+    for seed in range(5):
+        split = group_split(table, test_fraction=0.5, val_fraction=0.0, seed=seed)
+        assert (split[table.group == "g1"] == "train").all()
+
+
+def test_tables_from_folders_and_csv(tmp_path):
+    for lab in ("speech", "music"):
+        (tmp_path / lab).mkdir()
+        shutil.copy(DATA / ("speech_en_transfer.wav" if lab == "speech" else "music_reno_project-system.wav"), tmp_path / lab)
+    (tmp_path / "speech" / "notes.txt").write_text("not audio")
+    t = load_table(tmp_path)
+    assert sorted(t.label) == ["music", "speech"] and t.group.nunique() == 2 and not t.synthetic.any()
+    pd.DataFrame({"path": ["speech/speech_en_transfer.wav"], "label": ["speech"]}).to_csv(tmp_path / "x.csv", index=False)
+    t = load_table(tmp_path / "x.csv")
+    assert Path(t.path[0]).is_file()
+    pd.DataFrame({"file": ["a.wav"]}).to_csv(tmp_path / "y.csv", index=False)
+    with pytest.raises(ParameterError, match="path and label"):
+        load_table(tmp_path / "y.csv")
+    with pytest.raises(ParameterError, match="no training data"):
+        load_table(tmp_path / "nowhere")
+
+
+# -- augmentation and windows ----------------------------------------------------------
+def test_augmentations_do_what_they_say():
+    rng = np.random.default_rng(0)
+    t = np.arange(SR) / SR
+    low, mid = np.sin(2 * np.pi * 100 * t).astype(np.float32), np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    assert rms(band_limit(low, sr=SR, low_hz=300, high_hz=3400)[SR // 4:]) < 0.1 * rms(low)
+    assert rms(band_limit(mid, sr=SR, low_hz=300, high_hz=3400)[SR // 4:]) > 0.9 * rms(mid)
+    err = mu_law(0.5 * mid) - 0.5 * mid
+    assert 0 < rms(err) < 0.01  # 8-bit companding: small, but not nothing
+    noise = rng.standard_normal(SR).astype(np.float32)
+    mixed = mix_noise(mid, noise, snr_db=10.0, rng=rng)
+    assert 20 * np.log10(rms(mid) / rms(mixed - mid)) == pytest.approx(10.0, abs=0.01)
+    for _ in range(20):
+        y = augment(mid * 3, sr=SR, params=AugmentParams(p_noise=1, p_telephone=1, p_mulaw=1), rng=rng)
+        assert y.dtype == np.float32 and y.shape == mid.shape and np.isfinite(y).all() and np.abs(y).max() <= 1
+
+
+@pytest.mark.parametrize("crop", ["window", "whole"])
+def test_training_windows_are_the_inference_windows(crop):
+    fx = FeatureExtractor(PRESETS["smn"].features, sr=SR)
+    y, _ = sf.read(DATA / "music_reno_project-system.wav", dtype="float32")
+    short, _ = sf.read(DATA / "speech_en_digits_5.wav", dtype="float32")
+    clean = AugmentParams(p_noise=0, p_telephone=0, p_mulaw=0, p_speed=0, p_short=0, gain_db=(0, 0), pad_s=0)
+    clips = [short, y if crop == "whole" else y[:SR]]
+    s = WindowSampler(clips, np.array([0, 1]), fx, SR, SR // 2, crop, clean, [], seed=0)
+    x, labels = s.batch(np.arange(len(s)), epoch=0, key=0)
+    assert x.shape[1:] == (97, 40) and x.dtype == np.float32 and sorted(labels) == [0, 1]
+    assert np.allclose(x.mean(axis=(1, 2)), 0, atol=1e-4) and np.allclose(x.std(axis=(1, 2)), 1, atol=1e-3)
+    # With nothing random left, each window is one that fx.windows() gives for its clip (peak-scaled).
+    for xi, li in zip(x, labels):
+        clip = clips[li]
+        ref = fx.windows(clip / np.abs(clip).max(), window=SR, hop=SR // 2)
+        assert np.min(np.abs(ref - xi).max(axis=(1, 2))) < 1e-3
+
+
+# -- evaluation on known answers -------------------------------------------------------
+def test_metrics_on_known_answers(tmp_path):
+    labels = ("a", "b", "c")
+    y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    pred = np.array([0, 0, 1, 1, 1, 2, 2, 2, 0])
+    probs = np.full((9, 3), 0.1, dtype=np.float32)
+    probs[np.arange(9), pred] = 0.8
+    ev = Evaluation(labels, y_true, probs, [f"f{i}.wav" for i in range(9)], ["g1"] * 5 + ["g2"] * 4)
+    assert ev.confusion.tolist() == [[2, 1, 0], [0, 2, 0], [1, 0, 3]]
+    assert confusion_matrix(y_true, pred, n_labels=3).sum() == 9
+    assert ev.accuracy == pytest.approx(7 / 9)
+    pc = ev.per_class().set_index("label")
+    assert pc.loc["a", "precision"] == pytest.approx(2 / 3) and pc.loc["a", "recall"] == pytest.approx(2 / 3)
+    assert pc.loc["b", "precision"] == pytest.approx(2 / 3) and pc.loc["b", "recall"] == 1.0
+    assert pc.loc["c", "precision"] == 1.0 and pc.loc["c", "recall"] == pytest.approx(3 / 4)
+    f1 = [2 / 3, 0.8, 6 / 7]
+    assert ev.macro_f1 == pytest.approx(np.mean(f1))
+    assert pc["support"].tolist() == [3, 2, 4]
+    assert roc_auc_ovr(np.array([0, 0, 1, 1]), np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]])).tolist() == [1.0, 1.0]
+    assert roc_auc_ovr(np.array([0, 1, 0, 1]), np.array([[0.5, 0.5]] * 4)).tolist() == [0.5, 0.5]
+    assert ev.per_group().set_index("group")["accuracy"].to_dict() == {"g1": 0.8, "g2": 0.75}
+
+    folder = write_report({"as-is": ev, "telephone": ev}, tmp_path / "r", title="known", context={"bundle": "x"})
+    for name in ("report.md", "confusion.png", "roc.png", "confusion-telephone.png", "per_class.csv", "confusion.csv",
+                 "per_group.csv", "misclassified.csv", "metrics.json"):
+        assert (folder / name).is_file(), name
+    assert (folder / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    mis = pd.read_csv(folder / "misclassified.csv")
+    assert mis[["file", "true", "predicted"]].values.tolist() == [["f2.wav", "a", "b"], ["f8.wav", "c", "a"]]
+    cm = pd.read_csv(folder / "confusion.csv", index_col=0)
+    assert cm.values.tolist() == ev.confusion.tolist()
+    md = (folder / "report.md").read_text()
+    assert "| as-is | 9 | 0.778 |" in md and "![confusion matrix](confusion.png)" in md
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["as-is"]["confusion"] == ev.confusion.tolist() and metrics["as-is"]["segments"] == 9
+
+
+def test_training_and_evaluation_import_no_tensorflow():
+    code = ("import sys, audioclf_core.training, audioclf_core.evaluation\n"
+            "print(','.join(m for m in ('tensorflow', 'keras', 'matplotlib', 'typer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == ""
+
+
+def test_the_architecture_names_match_the_builders():
+    from audioclf_core import architectures, training
+
+    assert training.ARCHITECTURES == architectures.ARCHITECTURES
+
+
+def test_bad_arguments_are_refused_before_any_work(dataset, tmp_path):
+    with pytest.raises(ParameterError, match="unknown architecture 'transformer'"):
+        train(dataset, out=tmp_path / "x", arch="transformer")
+    with pytest.raises(ParameterError, match="unknown task preset 'asr'"):
+        train(dataset, out=tmp_path / "x", preset="asr")
+    with pytest.raises(ParameterError, match="needs --from"):
+        train(dataset, out=tmp_path / "x", freeze_features=True)
+    with pytest.raises(ParameterError, match="epochs=0"):
+        train(dataset, out=tmp_path / "x", epochs=0)
+    assert not (tmp_path / "x").exists()
