@@ -93,10 +93,12 @@ class Predictor:
     model : keras.Model
         A loaded model.
     batch_size : int
-        Windows per forward pass.
+        Windows per forward pass. 256 is as fast as 512 on 2 cores and keeps
+        TensorFlow's activations 160 MiB smaller (peak RSS 851 vs 1,012 MiB
+        on an hour of audio with the placeholder CNN).
     """
 
-    def __init__(self, model, *, batch_size: int = 512) -> None:
+    def __init__(self, model, *, batch_size: int = 256) -> None:
         import_keras()
         import tensorflow as tf
 

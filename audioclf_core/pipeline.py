@@ -151,6 +151,7 @@ class Classifier:
         self.resample_quality = resample_quality
         self.storage_options = dict(storage_options or {})
         self._predictor = None
+        _one_blas_thread()
 
     @property
     def params_sha256(self) -> str:
@@ -295,6 +296,19 @@ class Classifier:
                 channel = ch if self.channels == "split" else MIX
                 yield _Segment(uri, channel, counters[ch], start / sr, end / sr, fx.windows(y, window=win, hop=hop))
                 counters[ch] += 1
+
+
+def _one_blas_thread() -> None:
+    """Keep numpy's BLAS to one thread in this process.
+
+    The only BLAS call here is the small mel projection; a BLAS pool only
+    fights TensorFlow's pool and the decode thread for the cores. On 2 cores
+    the benchmark measured 349x real time with the default pool and 1,101x
+    with one thread (benchmarks/RESULTS-classify.md).
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _finish(out: RecordingOutcome, ev: _End | _Failed) -> None:
