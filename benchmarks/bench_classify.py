@@ -4,7 +4,7 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_classify.py [--hours 1] [--long-hours 10]
-        [--workdir /tmp/audioclf-bench] [--skip-long]
+        [--workdir /tmp/audioclf-bench] [--skip-long] [--repeat 3]
 
 Sections (one table each, printed and written as Markdown to
 ``benchmarks/RESULTS-classify.md``):
@@ -14,7 +14,8 @@ Sections (one table each, printed and written as Markdown to
    workdir.
 2. End to end: ``audioclf classify FILE --out DIR -q`` in a fresh process (wall
    time with start-up and TensorFlow load), and the steady state (a fresh
-   process that loads and warms the model first, then times one recording).
+   process that loads and warms the model first, then times one recording);
+   then the steady state with one BLAS thread against numpy's default pool.
 3. Stage breakdown: each stage of the pipeline run one after the other in this
    process, so every stage's cost is visible on its own.
 4. Reference, in the same run: pydub's ``split_on_silence`` against
@@ -61,7 +62,6 @@ FORMATS = {
     "16k": (16000, 1, "FLAC", "PCM_16", "16k.flac"),
     "44k": (44100, 2, "WAV", "PCM_16", "44k-stereo.wav"),
 }
-FORMAT_LABEL = {"8k": "8 kHz mono PCM16 WAV", "16k": "16 kHz mono FLAC", "44k": "44.1 kHz stereo PCM16 WAV"}
 # pydub's split_on_silence settings that published projects use, and the same rule in audioclf's terms.
 PYDUB_SPLIT = dict(min_silence_len=500, silence_thresh=-50, keep_silence=100)
 AUDIOCLF_SPLIT = dict(min_silence_ms=500, threshold_dbfs=-50, keep_silence_ms=100, min_segment_ms=0, max_segment_s=3600)
@@ -84,11 +84,15 @@ class Table:
     def _cells(self) -> list[list[str]]:
         return [[_fmt(v) for v in row] for row in self.rows]
 
+    def _numeric(self, cells: list[list[str]]) -> list[bool]:
+        """Columns to right-align: all numbers, and not the first (row labels)."""
+        return [i > 0 and all(_is_number(r[i]) for r in cells) for i in range(len(self.headers))]
+
     def text(self) -> str:
         """Aligned plain text: numbers right-aligned, words left-aligned."""
         cells = self._cells()
         widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(self.headers)]
-        numeric = [all(_is_number(r[i]) for r in cells) and i > 0 for i in range(len(self.headers))]
+        numeric = self._numeric(cells)
 
         def line(values: Sequence[str]) -> str:
             return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
@@ -100,9 +104,10 @@ class Table:
 
     def markdown(self) -> str:
         """A GitHub-flavoured Markdown table under a level-3 heading."""
+        cells = self._cells()
         out = [f"### {self.title}", "", "| " + " | ".join(self.headers) + " |"]
-        out.append("|" + "|".join("---:" if i else "---" for i in range(len(self.headers))) + "|")
-        out += ["| " + " | ".join(r) + " |" for r in self._cells()]
+        out.append("|" + "|".join("---:" if num else "---" for num in self._numeric(cells)) + "|")
+        out += ["| " + " | ".join(r) + " |" for r in cells]
         if self.notes:
             out += [""] + [f"- {n}" for n in self.notes]
         return "\n".join(out)
@@ -129,18 +134,24 @@ def _is_number(s: str) -> bool:
 
 
 class Stopwatch:
-    """Accumulates wall seconds per named stage."""
+    """Accumulates wall seconds and process CPU seconds per named stage.
+
+    CPU time counts every thread of the process (TensorFlow's and OpenBLAS's
+    pools included), and it is what other load on the machine distorts least.
+    """
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
+        self.wall: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - t0
+            self.wall[stage] += time.perf_counter() - t0
+            self.cpu[stage] += time.process_time() - c0
 
 
 # --------------------------------------------------------------------------------------
@@ -235,6 +246,7 @@ def ensure_call_audio(
     marker = workdir / f"call-{hours:g}h.json"
     recipe = {"hours": hours, "seed": seed, "gain_db": GAIN_DB, "stereo_right_db": STEREO_RIGHT_DB,
               "sources": [(name, int(y.size)) for name, y in sources]}
+    recipe = json.loads(json.dumps(recipe))  # tuples become lists, as they come back from the marker
     with contextlib.suppress(OSError, ValueError):
         done = json.loads(marker.read_text())
         if done.get("recipe") == recipe and all(p.is_file() and k in done.get("keys", []) for k, p in paths.items()):
@@ -264,7 +276,9 @@ def write_call_audio(
         for key, path in paths.items():
             sr, channels, container, subtype, _ = FORMATS[key]
             tmp = path.with_name(path.name + ".part")
-            f = stack.enter_context(sf.SoundFile(tmp, "w", samplerate=sr, channels=channels, format=container, subtype=subtype))
+            f = stack.enter_context(
+                sf.SoundFile(tmp, "w", samplerate=sr, channels=channels, format=container, subtype=subtype)
+            )
             rs = None if sr == BASE_SR else soxr.ResampleStream(BASE_SR, sr, 1, dtype="float32", quality="HQ")
             outs.append((f, rs, channels, tmp, path))
         written = 0
@@ -290,7 +304,7 @@ def _pcm16(x: np.ndarray) -> np.ndarray:
 
 def ensure_excerpt(src: Path, dst: Path, *, seconds: float) -> Path:
     """The first ``seconds`` of ``src`` as its own file (same format), copied in blocks."""
-    if dst.is_file():
+    if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:  # else src was regenerated since
         return dst
     info = sf.info(src)
     n = min(info.frames, int(seconds * info.samplerate))
@@ -324,11 +338,12 @@ def audio_table(files: dict[str, Path]) -> Table:
 @dataclass
 class ChildRun:
     wall_s: float
-    maxrss_mb: float
+    cpu_s: float  # user + system seconds of the child: less sensitive than wall time to other load
+    maxrss_mb: float  # MiB
     stdout: str
 
 
-def run_child(cmd: Sequence[str]) -> ChildRun:
+def run_child(cmd: Sequence[str], *, env: dict[str, str] | None = None) -> ChildRun:
     """Run a command to completion; its wall time and its own peak RSS.
 
     The peak comes from ``/usr/bin/time -f %M``, not from this process's
@@ -342,17 +357,20 @@ def run_child(cmd: Sequence[str]) -> ChildRun:
     timer = shutil.which("time", path="/usr/bin:/bin")
     if timer is None:
         raise SystemExit("GNU time (/usr/bin/time) is needed to measure peak RSS: apt-get install time")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     with tempfile.NamedTemporaryFile("r") as rss, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.run([timer, "-f", "%M", "-o", rss.name, *cmd], stdout=out, stderr=err, env=env, cwd=REPO)
+        proc = subprocess.run([timer, "-f", "%M %U %S", "-o", rss.name, *cmd], stdout=out, stderr=err, env=env,
+                              cwd=REPO)
         wall = time.perf_counter() - t0
         out.seek(0), err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-        maxrss_kb = int(rss.read().split()[-1]) if proc.returncode == 0 else 0
+        measured = rss.read().split()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
-    return ChildRun(wall, maxrss_kb / 1024, stdout)
+    # The last line of time's output holds the numbers; earlier lines would be its own messages.
+    maxrss_kb, user_s, sys_s = int(measured[-3]), float(measured[-2]), float(measured[-1])
+    return ChildRun(wall, user_s + sys_s, maxrss_kb / 1024, stdout)
 
 
 def best_of(runs: Sequence[ChildRun]) -> ChildRun:
@@ -361,7 +379,8 @@ def best_of(runs: Sequence[ChildRun]) -> ChildRun:
     The minimum is the run least disturbed by other work on the machine; the
     peak memory is what a deployment must provide, so it takes the maximum.
     """
-    return ChildRun(min(r.wall_s for r in runs), max(r.maxrss_mb for r in runs), runs[0].stdout)
+    return ChildRun(min(r.wall_s for r in runs), min(r.cpu_s for r in runs), max(r.maxrss_mb for r in runs),
+                    runs[0].stdout)
 
 
 def audioclf_cli() -> str:
@@ -376,10 +395,16 @@ def run_cli(path: Path, out: Path) -> ChildRun:
     return run_child([audioclf_cli(), "classify", str(path), "--out", str(out), "-q"])
 
 
-def run_steady(path: Path, out: Path) -> dict:
-    """The steady-state worker (``--steady-worker``) in a fresh process."""
+def run_steady(path: Path, out: Path, *, blas_threads: int | None = None) -> dict:
+    """The steady-state worker (``--steady-worker``) in a fresh process.
+
+    ``blas_threads`` overrides the BLAS pool size the classifier chose for itself.
+    """
     shutil.rmtree(out, ignore_errors=True)
-    run = run_child([sys.executable, __file__, "--steady-worker", str(path), str(out)])
+    cmd = [sys.executable, __file__, "--steady-worker", str(path), str(out)]
+    if blas_threads is not None:
+        cmd += ["--worker-blas-threads", str(blas_threads)]
+    run = run_child(cmd)
     result = json.loads(run.stdout.strip().splitlines()[-1])
     result["maxrss_mb"] = run.maxrss_mb
     return result
@@ -389,11 +414,15 @@ def best_steady(runs: Sequence[dict]) -> dict:
     """The fastest steady-state run, with the highest peak RSS of all of them."""
     best = dict(min(runs, key=lambda r: r["total_s"]))
     best["maxrss_mb"] = max(r["maxrss_mb"] for r in runs)
+    best["slowest_s"] = max(r["total_s"] for r in runs)
     return best
 
 
-def steady_worker(path: str, out: str) -> None:
+def steady_worker(path: str, out: str, *, blas_threads: int | None = None) -> None:
     """Load the default bundle, warm the model on a sample, then time one recording.
+
+    With ``blas_threads``, numpy's BLAS pool is set to that many threads after
+    the classifier is built (it limits the pool itself), to measure that choice.
 
     Prints one JSON line: the seconds spent classifying and writing, the audio
     length and the segment count.
@@ -404,6 +433,10 @@ def steady_worker(path: str, out: str) -> None:
 
     bundle = load_bundle(DEFAULT_MODEL)
     clf = Classifier(bundle)
+    if blas_threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=blas_threads, user_api="blas")
     clf.classify_one(str(SAMPLES / "call-001.wav"))  # loads TensorFlow and traces the model function
     t0 = time.perf_counter()
     outcome = clf.classify_one(path)
@@ -426,30 +459,64 @@ def end_to_end(files: dict[str, Path], workdir: Path, *, repeat: int) -> tuple[T
     """CLI wall time and steady-state throughput for each generated file, best of ``repeat``."""
     t = Table(
         "End to end: audioclf classify FILE --out DIR -q (fresh process each)",
-        ["file", "audio h", "CLI wall s", "CLI x RT", "CLI peak RSS MB", "steady s", "steady x RT",
-         "steady peak RSS MB", "start-up s", "segments"],
+        ["file", "audio h", "CLI wall s", "CLI CPU s", "CLI x RT", "CLI peak RSS MiB", "steady s", "steady x RT",
+         "steady slowest s", "steady peak RSS MiB", "start-up s", "segments"],
     )
     results = {}
     for key, path in files.items():
         audio_s = sf.info(path).duration
         print(f"  {path.name}: CLI x{repeat} ...", flush=True)
-        cli = best_of([run_cli(path, workdir / "out" / f"cli-{key}") for _ in range(repeat)])
+        cli_runs = [run_cli(path, workdir / "out" / f"cli-{key}") for _ in range(repeat)]
+        cli = best_of(cli_runs)
         print(f"  {path.name}: steady state x{repeat} ...", flush=True)
         steady = best_steady([run_steady(path, workdir / "out" / f"steady-{key}") for _ in range(repeat)])
         results[key] = {"audio_s": audio_s, "cli": cli, "steady": steady}
-        t.rows.append((path.name, audio_s / 3600, cli.wall_s, f"{audio_s / cli.wall_s:,.0f}x", cli.maxrss_mb,
-                       steady["total_s"], f"{audio_s / steady['total_s']:,.0f}x", steady["maxrss_mb"],
-                       cli.wall_s - steady["total_s"], steady["segments"]))
+        t.rows.append((path.name, audio_s / 3600, cli.wall_s, cli.cpu_s, f"{audio_s / cli.wall_s:,.0f}x", cli.maxrss_mb,
+                       steady["total_s"], f"{audio_s / steady['total_s']:,.0f}x", steady["slowest_s"],
+                       steady["maxrss_mb"], cli.wall_s - steady["total_s"], steady["segments"]))
     t.notes += [
         "x RT = audio seconds per wall second (real-time factor; higher is faster).",
-        "CLI wall: process start, imports, TensorFlow and model load, classify, Parquet write.",
+        "CLI wall: process start, imports, TensorFlow and model load, classify, Parquet write. CLI CPU s: "
+        "user + system seconds of that process (all its threads; can exceed wall on several cores).",
         "steady: a fresh process loads the model and classifies samples/call-001.wav first (TensorFlow "
         "load, tf.function trace), then times Classifier.classify_one(FILE) + to_tables + ResultStore.write.",
         "start-up s = CLI wall - steady s: what one CLI invocation pays before and around the work.",
         "peak RSS: /usr/bin/time -f %M of that child alone; the steady process also holds the warm-up's state.",
-        f"Best of {repeat} runs: shortest wall time, highest peak RSS.",
+        f"Best of {repeat} runs: shortest wall time, highest peak RSS; 'steady slowest s' shows the spread.",
     ]
     return t, results
+
+
+def blas_table(path: Path, workdir: Path, *, repeat: int) -> Table:
+    """Steady state with one BLAS thread (what the classifier sets) against numpy's default pool.
+
+    The features' mel projection is a BLAS matrix product. OpenBLAS and
+    TensorFlow each keep a pool of spinning worker threads, and on a machine
+    with few cores the two pools starve each other and the decode thread.
+    Runs alternate, so that a burst of other load hits both settings alike.
+    """
+    cores = len(os.sched_getaffinity(0))
+    audio_s = sf.info(path).duration
+    settings = {"1 BLAS thread (as the Classifier sets)": 1, f"{cores} BLAS threads (numpy's default)": cores}
+    times: dict[str, list[float]] = {label: [] for label in settings}
+    print(f"  1 vs {cores} BLAS threads, alternating, x{repeat} ...", flush=True)
+    for _ in range(repeat):
+        for label, n in settings.items():
+            times[label].append(run_steady(path, workdir / "out" / "blas", blas_threads=n)["total_s"])
+    t = Table(f"BLAS threads: steady state of {path.name}", ["setting", "runs", "fastest s", "median s",
+                                                             "slowest s", "x RT (median)"])
+    for label, ts in times.items():
+        median = float(np.median(ts))
+        t.rows.append((label, repeat, min(ts), median, max(ts), f"{audio_s / median:,.0f}x"))
+    ratio = float(np.median(times[f"{cores} BLAS threads (numpy's default)"]) / np.median(
+        times["1 BLAS thread (as the Classifier sets)"]))
+    t.rows.append(("ratio default / one (median)", "", "", ratio, "", ""))
+    t.notes += [
+        f"{cores} cores, load average {load_average()} when this section ended. With numpy's default pool, "
+        "OpenBLAS's spinning workers and TensorFlow's compete for the cores with the decode thread; the "
+        "more other work the machine has, the larger the gap and the spread.",
+    ]
+    return t
 
 
 # --------------------------------------------------------------------------------------
@@ -459,7 +526,7 @@ def end_to_end(files: dict[str, Path], workdir: Path, *, repeat: int) -> tuple[T
 STAGES = ("decode", "mix + resample", "segment", "features", "inference", "write")
 
 
-def stage_breakdown(path: Path, clf, out: Path) -> tuple[dict[str, float], int, int]:
+def stage_breakdown(path: Path, clf, out: Path) -> tuple[Stopwatch, int, int]:
     """Run the pipeline's stages one after another on one thread, timing each.
 
     The steps are the pipeline's own (``Classifier._stream``/``_segments``/
@@ -470,8 +537,8 @@ def stage_breakdown(path: Path, clf, out: Path) -> tuple[dict[str, float], int, 
 
     Returns
     -------
-    (dict, int, int)
-        Seconds per stage, number of segments, number of model windows.
+    (Stopwatch, int, int)
+        Wall and CPU seconds per stage, number of segments, number of model windows.
     """
     from audioclf_core.audio_io import open_audio
     from audioclf_core.pipeline import MIX, RecordingOutcome, to_tables
@@ -543,60 +610,58 @@ def stage_breakdown(path: Path, clf, out: Path) -> tuple[dict[str, float], int, 
                                    covered_s=sum(r[3] - r[2] for r in rows))
         segments, recordings = to_tables([outcome], bundle, channels="mix")
         ResultStore(str(out)).write(segments, recordings, labels=bundle.labels)
-    return dict(sw.seconds), len(rows), n_windows
-
-
-def _stage_sum(seconds: dict[str, float]) -> float:
-    return sum(seconds.get(stage, 0.0) for stage in STAGES)
+    return sw, len(rows), n_windows
 
 
 def stage_table(files: dict[str, Path], clf, workdir: Path, e2e: dict[str, dict], *, repeat: int) -> Table:
     """Stage breakdown for the given files, side by side; each stage's best of ``repeat``."""
     headers = ["stage"]
     for path in files.values():
-        headers += [f"{path.name} s", "x RT", "share"]
+        headers += [f"{path.name} s", "CPU s", "x RT", "share"]
     t = Table("Stage breakdown (one thread, stages in sequence, model warm)", headers)
     per_file = []
     for key, path in files.items():
         print(f"  {path.name} x{repeat} ...", flush=True)
         runs = [stage_breakdown(path, clf, workdir / "out" / f"stages-{key}") for _ in range(repeat)]
-        seconds = {stage: min(r[0].get(stage, 0.0) for r in runs) for stage in STAGES}
+        wall = {stage: min(sw.wall.get(stage, 0.0) for sw, _, _ in runs) for stage in STAGES}
+        cpu = {stage: min(sw.cpu.get(stage, 0.0) for sw, _, _ in runs) for stage in STAGES}
         # The real pipeline in this same process and state, so that it compares with the stages directly.
         out = workdir / "out" / f"pipeline-{key}"
-        seconds["pipeline"] = min(timed_classify(path, clf, out)[0] for _ in range(repeat))
-        per_file.append((key, sf.info(path).duration, seconds, runs[0][1], runs[0][2]))
+        pipe = [timed_classify(path, clf, out) for _ in range(repeat)]
+        wall["pipeline"], cpu["pipeline"] = min(r[0] for r in pipe), min(r[2] for r in pipe)
+        steady = e2e.get(key, {}).get("steady", {})
+        wall["steady"], cpu["steady"] = steady.get("total_s", float("nan")), float("nan")
+        per_file.append((sf.info(path).duration, wall, cpu, runs[0][1], runs[0][2]))
+
+    def add(label: str, names: Sequence[str]) -> None:
+        row: list[object] = [label]
+        for audio_s, wall, cpu, _, _ in per_file:
+            w, c = sum(wall[n] for n in names), sum(cpu[n] for n in names)
+            total = sum(wall[n] for n in STAGES)
+            row += [w, c, f"{audio_s / w:,.0f}x" if w else "–", f"{100 * w / total:.0f}%"]
+        t.rows.append(row)
+
     for stage in STAGES:
-        row: list[object] = [stage]
-        for _, audio_s, seconds, _, _ in per_file:
-            s = seconds.get(stage, 0.0)
-            row += [s, f"{audio_s / s:,.0f}x" if s else "–", f"{100 * s / _stage_sum(seconds):.0f}%"]
-        t.rows.append(row)
-    front = STAGES[:4]
-    for label, names in (("front end (decode..features)", front), ("sum of stages", STAGES)):
-        row = [label]
-        for _, audio_s, seconds, _, _ in per_file:
-            s = sum(seconds.get(n, 0.0) for n in names)
-            row += [s, f"{audio_s / s:,.0f}x", f"{100 * s / _stage_sum(seconds):.0f}%"]
-        t.rows.append(row)
-    for label, pick in (("pipeline, this process (2 threads)", lambda key, sec: sec["pipeline"]),
-                        ("pipeline, steady subprocess", lambda key, sec: e2e[key]["steady"]["total_s"])):
-        row = [label]
-        for key, audio_s, seconds, _, _ in per_file:
-            s = pick(key, seconds)
-            row += [s, f"{audio_s / s:,.0f}x", f"{100 * s / _stage_sum(seconds):.0f}%"]
-        t.rows.append(row)
-    counts = ", ".join(f"{files[k].name}: {n_seg} segments, {n_win} windows" for k, _, _, n_seg, n_win in per_file)
+        add(stage, [stage])
+    add("front end (decode..features)", STAGES[:4])
+    add("sum of stages", STAGES)
+    add("pipeline, this process (2 threads)", ["pipeline"])
+    add("pipeline, steady subprocess", ["steady"])
+    counts = ", ".join(f"{p.name}: {n_seg} segments, {n_win} windows"
+                       for p, (_, _, _, n_seg, n_win) in zip(files.values(), per_file))
     t.notes += [
         "Each stage row is that stage's own cost (decode = AudioReader.blocks only; the next rows add the "
         "mono mix + soxr resample, SegmentedStream, bundle.features.windows, Predictor via "
         "Classifier.segment_probs on pools of batch_windows, to_tables + ResultStore.write).",
-        "share = % of the sum of stages. The pipeline overlaps the front end (a background thread) with "
-        "inference (the caller's thread), so ideally it takes less than the sum: 'pipeline, this process' is "
-        "Classifier.classify_one + to_tables + write with the same warm classifier, right after the stages; "
-        "'steady subprocess' is the end-to-end section's steady-state figure.",
-        "TensorFlow's own intra-op pool still uses every core during inference; 'one thread' means no overlap "
-        "between stages. Files are in the page cache, so decode is CPU, not disk.",
-        f"Each stage: the shortest of {repeat} runs.",
+        "s = wall seconds; CPU s = CPU seconds of this whole process meanwhile (all threads: TensorFlow's "
+        "and OpenBLAS's pools too; spinning idle workers count); share = % of the sum of stages' wall time.",
+        "The pipeline overlaps the front end (a background thread) with inference (the caller's thread), so "
+        "ideally it takes less than the sum: 'pipeline, this process' is Classifier.classify_one + to_tables + "
+        "write with the same warm classifier, right after the stages; 'steady subprocess' is the end-to-end "
+        "section's steady-state figure.",
+        "'One thread' means no overlap between stages; TensorFlow's intra-op pool still uses every core "
+        "during inference. Files are in the page cache, so decode is CPU, not disk.",
+        f"Each figure: the shortest of {repeat} runs.",
         counts,
     ]
     return t
@@ -689,7 +754,8 @@ def splitter_reference(excerpt: Path, *, repeat: int) -> tuple[Table, Table]:
              (pydub_load + pydub_split) / (ours_load + ours_split), "", ""),
         ],
         [
-            f"pydub: AudioSegment.from_file, split_on_silence({', '.join(f'{k}={v}' for k, v in PYDUB_SPLIT.items())}).",
+            "pydub: AudioSegment.from_file, split_on_silence("
+            f"{', '.join(f'{k}={v}' for k, v in PYDUB_SPLIT.items())}).",
             f"audioclf: open_audio blocks -> mono float32, split_nonsilent(SilenceParams("
             f"{', '.join(f'{k}={v}' for k, v in AUDIOCLF_SPLIT.items())})).",
             f"Each time: the shortest of {repeat} runs.",
@@ -750,17 +816,20 @@ def pydub_recipe(excerpt: Path, bundle) -> tuple[float, int, int]:
     return time.perf_counter() - t0, len(chunks), n_windows
 
 
-def timed_classify(path: Path, clf, out: Path) -> tuple[float, int]:
-    """Seconds for ``classify_one`` + ``to_tables`` + ``ResultStore.write`` with a warm classifier."""
+def timed_classify(path: Path, clf, out: Path) -> tuple[float, int, float]:
+    """``classify_one`` + ``to_tables`` + ``ResultStore.write`` with a warm classifier.
+
+    Returns wall seconds, segments, and CPU seconds of the process meanwhile.
+    """
     from audioclf_core.pipeline import to_tables
     from audioclf_core.results import ResultStore
 
     shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     outcome = clf.classify_one(str(path))
     segments, recordings = to_tables([outcome], clf.bundle, channels=clf.channels)
     ResultStore(str(out)).write(segments, recordings, labels=clf.bundle.labels)
-    return time.perf_counter() - t0, outcome.n_segments
+    return time.perf_counter() - t0, outcome.n_segments, time.process_time() - c0
 
 
 def recipe_reference(excerpt: Path, clf, workdir: Path, *, repeat: int) -> Table:
@@ -799,28 +868,30 @@ def recipe_reference(excerpt: Path, clf, workdir: Path, *, repeat: int) -> Table
 
 
 def memory_table(short: Path, short_run: ChildRun, long: Path, workdir: Path) -> Table:
-    """Peak RSS of the CLI on the short file against the long one."""
+    """Peak RSS of the CLI on a 44-second sample, the short file and the long one."""
+    baseline = SAMPLES / "call-001.wav"
+    print(f"  {baseline.name}: CLI ...", flush=True)
+    base_run = run_cli(baseline, workdir / "out" / "cli-baseline")
     print(f"  {long.name}: CLI ...", flush=True)
     long_run = run_cli(long, workdir / "out" / "cli-long")
     rows = []
-    for path, run in ((short, short_run), (long, long_run)):
+    for path, run in ((baseline, base_run), (short, short_run), (long, long_run)):
         audio_s = sf.info(path).duration
         rows.append((path.name, audio_s / 3600, path.stat().st_size / 1e6, run.wall_s,
                      f"{audio_s / run.wall_s:,.0f}x", run.maxrss_mb))
     ratio = long_run.maxrss_mb / short_run.maxrss_mb
-    rows.append(("ratio long / short", rows[1][1] / rows[0][1], rows[1][2] / rows[0][2], rows[1][3] / rows[0][3],
+    rows.append(("ratio long / short", rows[2][1] / rows[1][1], rows[2][2] / rows[1][2], rows[2][3] / rows[1][3],
                  "", ratio))
     verdict = "flat" if ratio < 1.1 else "NOT flat"
-    limit = "within" if long_run.maxrss_mb <= 1024 else "OVER"
+    limit = "within" if long_run.maxrss_mb <= 1024 else "OVER"  # 1 GiB
     return Table(
         "Memory: peak RSS of audioclf classify, short vs long recording",
-        ["file", "audio h", "size MB", "wall s", "x RT", "peak RSS MB"],
+        ["file", "audio h", "size MB", "wall s", "x RT", "peak RSS MiB"],
         rows,
-        [f"Target: flat (ratio ~1) and <= 1 GB: {verdict} (ratio {ratio:.2f}), {limit} 1 GB "
-         f"({long_run.maxrss_mb:,.0f} MB).",
-         "The short run is the CLI run of the end-to-end section (highest of its runs); the long one runs "
-         "once. For scale: a CLI run on the 44-second samples/call-001.wav peaks near 730 MB, nearly all "
-         "of it TensorFlow and Keras."],
+        [f"Target: flat (ratio ~1) and <= 1 GiB: {verdict} (ratio {ratio:.2f}), {limit} 1 GiB "
+         f"({long_run.maxrss_mb:,.0f} MiB).",
+         f"{baseline.name} (44 s) shows the floor: interpreter, TensorFlow, Keras and the model. The short run "
+         "is the end-to-end section's CLI run (highest of its runs); the others run once."],
     )
 
 
@@ -839,9 +910,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=20240611, help="seed for choosing recordings and gains")
     p.add_argument("--repeat", type=int, default=3,
                    help="runs per timing; the shortest is reported, which filters out other load (default 3)")
-    p.add_argument("--results", type=Path, default=RESULTS_MD, help="Markdown output (default benchmarks/RESULTS-classify.md)")
+    p.add_argument("--results", type=Path, default=RESULTS_MD,
+                   help="Markdown output (default benchmarks/RESULTS-classify.md)")
     # Internal: the steady-state measurement runs this script again in a fresh process.
     p.add_argument("--steady-worker", nargs=2, metavar=("FILE", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--worker-blas-threads", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.hours <= 0 or args.long_hours <= 0:
         p.error("--hours and --long-hours must be positive")
@@ -857,7 +930,7 @@ def section(title: str) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.steady_worker:
-        steady_worker(*args.steady_worker)
+        steady_worker(*args.steady_worker, blas_threads=args.worker_blas_threads)
         return
     started = time.perf_counter()
     workdir: Path = args.workdir
@@ -870,6 +943,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     machine = machine_table()
     show(machine)
+    load = os.getloadavg()[0]
+    if load > 0.5 * len(os.sched_getaffinity(0)):
+        print(f"warning: the machine is busy (load {load:.1f} on {len(os.sched_getaffinity(0))} cores): "
+              "timings will be noisy; ratios within one section suffer least", flush=True)
 
     section("1. test audio")
     sources = load_sources(SAMPLES)
@@ -889,6 +966,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     section("2. end to end")
     t, e2e = end_to_end(files, workdir, repeat=args.repeat)
     show(t)
+    show(blas_table(files["8k"], workdir, repeat=max(args.repeat, 3)))
 
     # Everything below runs in this process with one warm classifier, as a long-lived worker would.
     from audioclf_core.bundle import DEFAULT_MODEL, load_bundle
@@ -925,9 +1003,8 @@ def write_markdown(path: Path, tables: list[Table], *, argv: Sequence[str], tota
         "",
         f"Generated by `{cmd}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; the whole run took "
         f"{total_s / 60:.1f} min. Compare ratios between runs, not seconds across machines.",
-        "",
     ]
-    path.write_text("\n".join(head) + "\n\n".join(t.markdown() for t in tables) + "\n", encoding="utf-8")
+    path.write_text("\n\n".join(["\n".join(head)] + [t.markdown() for t in tables]) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
