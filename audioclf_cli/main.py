@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from audioclf_core.errors import AudioClfError
+from audioclf_core.params import given
 
 from .classify import ClassifySummary, run_classify
 from .models import list_models, show_model
@@ -60,14 +61,10 @@ def classify(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
     """Classify recordings and write one row per segment and one per recording."""
-    silence = {
-        k: v
-        for k, v in dict(
-            min_silence_ms=min_silence_ms, threshold_dbfs=threshold_dbfs, threshold_rel_db=threshold_rel_db,
-            keep_silence_ms=keep_silence_ms, min_segment_ms=min_segment_ms, max_segment_s=max_segment_s,
-        ).items()
-        if v is not None
-    }
+    silence = given(
+        min_silence_ms=min_silence_ms, threshold_dbfs=threshold_dbfs, threshold_rel_db=threshold_rel_db,
+        keep_silence_ms=keep_silence_ms, min_segment_ms=min_segment_ms, max_segment_s=max_segment_s,
+    )
     try:
         summary: ClassifySummary = run_classify(
             inputs=inputs, out=out, model=model or None, csv=csv, channels=channels, silence=silence,

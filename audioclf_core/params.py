@@ -120,3 +120,12 @@ class FeatureParams(_Frozen):
 
 
 ChannelMode = Literal["mix", "split"]
+
+
+def given(**values):
+    """The keyword arguments that were given, not None.
+
+    Options a user left unset keep the model's own value: pass the result to
+    ``SilenceParams.replace``.
+    """
+    return {k: v for k, v in values.items() if v is not None}

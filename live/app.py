@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from audioclf_core.errors import AudioClfError
+from audioclf_core.params import given
 
 app = typer.Typer(
     name="audioclf-live",
@@ -91,14 +92,10 @@ def run(
 
     from .session import run_live
 
-    silence = {
-        k: v
-        for k, v in dict(
-            min_silence_ms=min_silence_ms, threshold_dbfs=threshold_dbfs, threshold_rel_db=threshold_rel_db,
-            keep_silence_ms=keep_silence_ms, min_segment_ms=min_segment_ms, max_segment_s=max_segment_s,
-        ).items()
-        if v is not None
-    }
+    silence = given(
+        min_silence_ms=min_silence_ms, threshold_dbfs=threshold_dbfs, threshold_rel_db=threshold_rel_db,
+        keep_silence_ms=keep_silence_ms, min_segment_ms=min_segment_ms, max_segment_s=max_segment_s,
+    )
     view = None if quiet else Console(highlight=False)
     try:
         summary = run_live(
