@@ -17,6 +17,9 @@ from rich.table import Table
 def prefect_defaults() -> None:
     """Settings that make a local run work out of the box (the user's own win)."""
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # The ephemeral server's own telemetry service ignores DO_NOT_TRACK and logs an
+    # ERROR when it cannot reach its host (no network on many archive machines).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # A fresh PREFECT_HOME needs ~21 s to start the ephemeral API: over Prefect's 20 s default.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
