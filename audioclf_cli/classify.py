@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+from pydantic import Field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -13,27 +13,20 @@ from rich.table import Table
 from audioclf_core.audio_io import expand_inputs
 from audioclf_core.bundle import DEFAULT_MODEL, load_bundle
 from audioclf_core.errors import ParameterError
-from audioclf_core.pipeline import Classifier, RecordingOutcome, to_tables
+from audioclf_core.pipeline import Classifier, RecordingOutcome, Tally
 from audioclf_core.results import ResultStore
 from audioclf_core.storage import storage_options_for
 
 PART_RECORDINGS = 1000  # recordings per part file: a crash loses at most one part's work
 
 
-@dataclass
-class ClassifySummary:
+class ClassifySummary(Tally):
     """What a run did, for the summary table and for tests."""
 
     out: str
     model: str
-    recordings: int = 0
-    failed: int = 0
-    audio_s: float = 0.0
     wall_s: float = 0.0
-    segments: int = 0
-    label_s: dict[str, float] = field(default_factory=dict)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
 
     @property
     def speed(self) -> float:
@@ -86,7 +79,7 @@ def run_classify(
         batch: list[RecordingOutcome] = []
         for outcome in clf.classify(uris):
             batch.append(outcome)
-            _account(summary, outcome, bundle.labels)
+            summary.add(outcome, bundle.labels)
             progress.update(task, advance=1, description=_short(outcome.recording))
             if len(batch) >= PART_RECORDINGS:
                 _write(store, clf, batch)
@@ -104,18 +97,6 @@ def run_classify(
 def _write(store: ResultStore, clf: Classifier, batch: Iterable[RecordingOutcome]) -> None:
     segments, recordings = clf.tables(batch)
     store.write(segments, recordings, labels=clf.bundle.labels)
-
-
-def _account(summary: ClassifySummary, outcome: RecordingOutcome, labels) -> None:
-    summary.recordings += 1
-    if outcome.status != "ok":
-        summary.failed += 1
-        summary.errors.append((outcome.recording, outcome.error))
-        return
-    summary.audio_s += outcome.duration_s or 0.0
-    summary.segments += outcome.n_segments
-    for lab, s in outcome.label_seconds(labels).items():
-        summary.label_s[lab] = summary.label_s.get(lab, 0.0) + s
 
 
 def _progress(console: Console | None) -> Progress:
@@ -141,7 +122,7 @@ def _print_summary(console: Console, s: ClassifySummary) -> None:
     for lab, sec in s.label_s.items():
         table.add_row(f"  {lab}", f"{sec / 60:.1f} min ({100 * sec / total:.0f}%)")
     console.print(table)
-    for uri, reason in s.errors[:10]:
+    for uri, reason in s.failures[:10]:
         console.print(f"[red]failed:[/] {reason}", soft_wrap=True)
-    if len(s.errors) > 10:
-        console.print(f"[red]… and {len(s.errors) - 10} more failures: see recordings/ (status = 'error')[/]")
+    if len(s.failures) > 10:
+        console.print(f"[red]… and {len(s.failures) - 10} more failures: see recordings/ (status = 'error')[/]")

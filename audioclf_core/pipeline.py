@@ -24,6 +24,7 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import soxr
+from pydantic import BaseModel, Field
 
 from .audio_io import AudioInfo, open_audio
 from .bundle import Bundle
@@ -75,6 +76,48 @@ class RecordingOutcome:
         for _, _, start, end, probs in self.segments:
             out[labels[int(np.argmax(probs))]] += end - start
         return out
+
+
+class Tally(BaseModel):
+    """What a set of outcomes amounted to; tallies of several sets add up.
+
+    The one summary the CLI, the Prefect tasks and the flows all keep.
+    """
+
+    recordings: int = 0
+    failed: int = 0
+    audio_s: float = 0.0
+    segments: int = 0
+    label_s: dict[str, float] = Field(default_factory=dict)
+    label_segments: dict[str, int] = Field(default_factory=dict)
+    failures: list[tuple[str, str]] = Field(default_factory=list)
+
+    def add(self, out: RecordingOutcome, labels: tuple[str, ...]) -> None:
+        """Count one outcome: a failure with its reason, or its audio and segments."""
+        self.recordings += 1
+        if out.status != "ok":
+            self.failed += 1
+            self.failures.append((out.recording, out.error))
+            return
+        self.audio_s += out.duration_s or 0.0
+        self.segments += out.n_segments
+        for lab, sec in out.label_seconds(labels).items():
+            self.label_s[lab] = self.label_s.get(lab, 0.0) + sec
+        for *_, probs in out.segments:
+            lab = labels[int(np.argmax(probs))]
+            self.label_segments[lab] = self.label_segments.get(lab, 0) + 1
+
+    def merge(self, other: "Tally") -> None:
+        """Add another tally's counts to this one."""
+        self.recordings += other.recordings
+        self.failed += other.failed
+        self.audio_s += other.audio_s
+        self.segments += other.segments
+        self.failures.extend(other.failures)
+        for lab, sec in other.label_s.items():
+            self.label_s[lab] = self.label_s.get(lab, 0.0) + sec
+        for lab, n in other.label_segments.items():
+            self.label_segments[lab] = self.label_segments.get(lab, 0) + n
 
 
 @dataclass

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from audioclf_core.bundle import DEFAULT_MODEL
 from audioclf_core.errors import ParameterError
+from audioclf_core.pipeline import Tally
 from tasks.classify import (
     BatchSummary,
     ClassifySpec,
@@ -54,7 +55,7 @@ class ArchiveOptions(BaseModel):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (default: AUDIOCLF_S3_ENDPOINT_URL)")
 
 
-class RunSummary(BaseModel):
+class RunSummary(Tally):
     """What a flow run did; also published as artifacts."""
 
     sources: list[str]
@@ -62,17 +63,15 @@ class RunSummary(BaseModel):
     model: str
     listed: int = 0
     skipped: int = 0
-    processed: int = 0
-    failed: int = 0
     batches: int = 0
     failed_batches: int = 0
-    audio_s: float = 0.0
     wall_s: float = 0.0
-    segments: int = 0
-    label_s: dict[str, float] = Field(default_factory=dict)
-    label_segments: dict[str, int] = Field(default_factory=dict)
-    failures: list[tuple[str, str]] = Field(default_factory=list)
     batch_errors: list[str] = Field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        """Recordings classified in this run (ok or error)."""
+        return self.recordings
 
     @property
     def throughput(self) -> float:
@@ -191,15 +190,7 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
                 summary.failed_batches += 1
                 summary.batch_errors.append(res)
                 continue
-            summary.processed += res.recordings
-            summary.failed += res.failed
-            summary.audio_s += res.audio_s
-            summary.segments += res.segments
-            summary.failures.extend(res.failures)
-            for lab, sec in res.label_s.items():
-                summary.label_s[lab] = summary.label_s.get(lab, 0.0) + sec
-            for lab, n in res.label_segments.items():
-                summary.label_segments[lab] = summary.label_segments.get(lab, 0) + n
+            summary.merge(res)
     finalise(out, csv=options.csv, endpoint_url=options.endpoint_url)
     summary.wall_s = time.perf_counter() - start
     _publish(summary, clf.bundle.labels)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from audioclf_core.audio_io import AUDIO_EXTENSIONS, list_recordings
 from audioclf_core.bundle import load_bundle
 from audioclf_core.errors import SourceUnavailableError
-from audioclf_core.pipeline import Classifier
+from audioclf_core.pipeline import Classifier, Tally
 from audioclf_core.results import ResultStore
 
 from .settings import storage_options
@@ -54,18 +54,11 @@ class RecordingRef(BaseModel):
         return (self.uri, self.size, self.etag)
 
 
-class BatchSummary(BaseModel):
+class BatchSummary(Tally):
     """What one classify task did."""
 
     part: str
-    recordings: int = 0
-    failed: int = 0
-    audio_s: float = 0.0
     wall_s: float = 0.0
-    segments: int = 0
-    label_s: dict[str, float] = Field(default_factory=dict)
-    label_segments: dict[str, int] = Field(default_factory=dict)
-    failures: list[tuple[str, str]] = Field(default_factory=list)
 
 
 _LOCK = threading.Lock()
@@ -158,18 +151,9 @@ def classify_batch(refs: list[RecordingRef], *, out: str, spec: ClassifySpec, pa
     segments, recordings = clf.tables(outcomes)
     store = ResultStore(out, storage_options=storage_options(spec.endpoint_url))
     store.write(segments, recordings, labels=clf.bundle.labels, part=part, replace=False)
-    summary = BatchSummary(part=part, recordings=len(outcomes), wall_s=time.perf_counter() - start)
+    summary = BatchSummary(part=part, wall_s=time.perf_counter() - start)
     for o in outcomes:
-        if o.status != "ok":
-            summary.failed += 1
-            summary.failures.append((o.recording, o.error))
-            continue
-        summary.audio_s += o.duration_s or 0.0
-        summary.segments += o.n_segments
-        for lab, sec in o.label_seconds(clf.bundle.labels).items():
-            summary.label_s[lab] = summary.label_s.get(lab, 0.0) + sec
-    if len(segments):
-        summary.label_segments = {str(k): int(v) for k, v in segments.label.value_counts().items()}
+        summary.add(o, clf.bundle.labels)
     return summary
 
 

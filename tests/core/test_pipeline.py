@@ -233,3 +233,25 @@ def test_one_hour_recording_runs_in_bounded_memory(clf, tmp_path):
     assert hour.duration_s == pytest.approx(3600)
     assert hour_peak < 1.25 * short_peak, (hour_peak, short_peak)
     assert hour_peak < 120e6, f"peak numpy/Python allocation {hour_peak / 1e6:.0f} MB"
+
+
+def test_tallies_count_outcomes_and_add_up(clf, bundle, bad_inputs):
+    from audioclf_core.pipeline import Tally
+
+    good, cases = bad_inputs
+    outcomes = list(clf.classify([good, *list(cases)[:3]]))
+    whole, halves = Tally(), [Tally(), Tally()]
+    for i, out in enumerate(outcomes):
+        whole.add(out, bundle.labels)
+        halves[i % 2].add(out, bundle.labels)
+    assert (whole.recordings, whole.failed) == (4, 3)
+    assert whole.segments == outcomes[0].n_segments == sum(whole.label_segments.values())
+    assert sum(whole.label_s.values()) == pytest.approx(outcomes[0].duration_s - outcomes[0].silence_s)
+    assert [uri for uri, _ in whole.failures] == [o.recording for o in outcomes[1:]]
+    merged = Tally()
+    for h in halves:
+        merged.merge(h)
+    assert (merged.recordings, merged.failed, merged.segments) == (whole.recordings, whole.failed, whole.segments)
+    assert merged.audio_s == pytest.approx(whole.audio_s)
+    assert merged.label_s == pytest.approx(whole.label_s) and merged.label_segments == whole.label_segments
+    assert sorted(merged.failures) == sorted(whole.failures)
