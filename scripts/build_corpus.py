@@ -346,13 +346,19 @@ SMN_PACKAGES = [
 ]
 
 
+# Speech is trimmed this far below its loudest frame as well as at -50 dBFS: some prompt sets
+# (KLettres Malayalam) hold a syllable at -5 dBFS inside 1.5 s of a -38 dBFS noise floor, and a
+# "speech" clip that is mostly hiss teaches the model that hiss is speech.
+SPEECH_TRIM_REL_DB = -30.0
+
+
 def smn_sources(cap_speech: float, cap_music: float, cap_noise: float) -> list[Source]:
     S: list[Source] = []
 
     def add(label, group, files, cap, per_file):
         files = [(pkg, p) for pkg, p in files]
         if files:
-            S.append(Source(label, group, files, cap, per_file, trim_rel_db=-35.0 if label == "speech" else None))
+            S.append(Source(label, group, files, cap, per_file, trim_rel_db=SPEECH_TRIM_REL_DB if label == "speech" else None))
 
     # --- speech: one group per voice (or per language where one volunteer speaks it)
     for group, parts in ASTERISK_VOICES.items():
@@ -361,7 +367,14 @@ def smn_sources(cap_speech: float, cap_music: float, cap_noise: float) -> list[S
             files += [(pkg, p) for p in sorted(folder.glob(pattern))
                       if not ASTERISK_NOT_SPEECH.search(str(p.relative_to(folder))) and not p.is_symlink()]
         add("speech", group, files, cap_speech, 240)
-    add("speech", "fillets-cs", [("fillets-ng-data-cs", p) for p in package_files("fillets-ng-data-cs")], cap_speech, 240)
+    # Fish Fillets: one group per voice actor (the small fish "m", the big fish "v", the rest), so a
+    # voice can be held out while continuous acted dialogue stays in training.
+    fillets = defaultdict(list)
+    for p in package_files("fillets-ng-data-cs"):
+        m = re.match(r"[^-]+-(m|v)(?:-|$)", p.stem)
+        fillets[m.group(1) if m else "other"].append(("fillets-ng-data-cs", p))
+    for voice, files in sorted(fillets.items()):
+        add("speech", f"fillets-cs-{voice}", files, cap_speech, 240)
     desc = defaultdict(list)
     for p in package_files("tuxpaint-stamps-default"):
         m = re.search(r"_desc(?:_([A-Za-z_]+))?\.ogg$", p.name)
