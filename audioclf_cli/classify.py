@@ -44,6 +44,7 @@ def run_classify(
     silence: Mapping[str, float] | None = None,
     endpoint_url: str | None = None,
     batch_windows: int = 1024,
+    engine: str = "auto",
     console: Console | None = None,
 ) -> ClassifySummary:
     """Classify ``inputs`` and write the result tables to ``out``.
@@ -71,7 +72,9 @@ def run_classify(
             console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
         if not bundle.manifest.trained:
             console.print(f"[yellow]warning:[/] model {bundle.name!r} is untrained: its labels are placeholders")
-    clf = Classifier(bundle, silence=params, channels=channels, batch_windows=batch_windows, storage_options=options)
+    warn = (lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)) if console is not None else None
+    clf = Classifier(bundle, silence=params, channels=channels, batch_windows=batch_windows, storage_options=options,
+                     engine=engine, warn=warn)
 
     progress = _progress(console)
     with progress:

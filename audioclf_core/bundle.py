@@ -30,6 +30,7 @@ from .params import FeatureParams, SilenceParams
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.keras"
+LITERT_FILE = "model.tflite"  # optional: the weights converted to LiteRT, checked against Keras
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).with_name("bundles")
 DEFAULT_MODEL = "placeholder"
@@ -56,6 +57,7 @@ class Manifest(BaseModel):
     provenance: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] = Field(default_factory=dict)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    litert_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     created_at: str = ""
 
     @field_validator("format")
@@ -149,6 +151,13 @@ class Bundle:
     def input_shape(self) -> tuple[int, int]:
         """``(frames, features)`` of one model window."""
         return (self.features.n_frames(self.window_samples), self.features.n_features)
+
+    @property
+    def litert_path(self) -> Path | None:
+        """The bundle's own LiteRT flatbuffer (hash checked on load), or None."""
+        if self.manifest.litert_sha256 is None:
+            return None
+        return self.path / LITERT_FILE
 
     @property
     def model(self):
@@ -265,17 +274,26 @@ def load_bundle(ref: str | Path, *, storage_options: Mapping | None = None, veri
     weights = folder / MODEL_FILE
     if not weights.is_file():
         raise BundleError(f"{where}: bundle has no {MODEL_FILE}")
-    if verify:
-        actual = file_sha256(weights)
-        if actual != manifest.sha256:
+    checks = [(weights, manifest.sha256)]
+    if manifest.litert_sha256 is not None:
+        if not (folder / LITERT_FILE).is_file():
+            raise BundleError(f"{where}: manifest lists {LITERT_FILE} but the bundle has none")
+        checks.append((folder / LITERT_FILE, manifest.litert_sha256))
+    for path, want in checks if verify else ():
+        actual = file_sha256(path)
+        if actual != want:
             raise BundleError(
-                f"{where}: {MODEL_FILE} does not match its manifest (sha256 {actual[:12]}…, manifest says {manifest.sha256[:12]}…)"
+                f"{where}: {path.name} does not match its manifest (sha256 {actual[:12]}…, manifest says {want[:12]}…)"
             )
     return Bundle(path=folder, manifest=manifest)
 
 
-def save_bundle(model, folder: str | Path, **manifest_fields: Any) -> Bundle:
+def save_bundle(model, folder: str | Path, *, litert: bool = True, **manifest_fields: Any) -> Bundle:
     """Write a Keras model and its manifest as a new bundle folder.
+
+    With ``litert`` the weights are also converted to ``model.tflite`` (checked
+    against Keras; skipped if the converter cannot take the model), so the
+    bundle runs without TensorFlow.
 
     ``manifest_fields`` are :class:`Manifest` fields except ``sha256`` and
     ``created_at``, which are filled in here. Refuses to overwrite an existing
@@ -287,6 +305,7 @@ def save_bundle(model, folder: str | Path, **manifest_fields: Any) -> Bundle:
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / MODEL_FILE)
     fields = dict(manifest_fields)
+    fields.pop("litert_sha256", None)  # derived from these weights below, never carried over from a parent
     fields["sha256"] = file_sha256(folder / MODEL_FILE)
     fields.setdefault("created_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     try:
@@ -295,4 +314,11 @@ def save_bundle(model, folder: str | Path, **manifest_fields: Any) -> Bundle:
         (folder / MODEL_FILE).unlink(missing_ok=True)
         raise BundleError(f"{folder}: invalid manifest: {exc}") from None
     (folder / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    if litert:
+        from .engines import attach_litert
+
+        try:
+            return attach_litert(folder)
+        except BundleError:  # the converter cannot take this model: the Keras engine still serves it
+            pass
     return load_bundle(folder)

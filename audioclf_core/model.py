@@ -20,14 +20,16 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence fd 2 while TensorFlow's C++ side starts.
+def quiet_native_stderr(*, force: bool = False):
+    """Silence fd 2 while TensorFlow's or LiteRT's C++ side starts.
 
     TensorFlow logs its oneDNN and CPU-feature banners before its logger reads
-    ``TF_CPP_MIN_LOG_LEVEL``, so only an fd-level redirect hides them. Python
-    exceptions are unaffected; ``AUDIOCLF_TF_VERBOSE=1`` shows everything.
+    ``TF_CPP_MIN_LOG_LEVEL``, and LiteRT announces its XNNPACK delegate, so
+    only an fd-level redirect hides them. Python exceptions are unaffected;
+    ``AUDIOCLF_TF_VERBOSE=1`` shows everything. Without ``force`` nothing is
+    redirected once TensorFlow is imported (its banners are behind it).
     """
-    if os.environ.get("AUDIOCLF_TF_VERBOSE") or "tensorflow" in sys.modules:
+    if os.environ.get("AUDIOCLF_TF_VERBOSE") or (not force and "tensorflow" in sys.modules):
         yield
         return
     try:
@@ -48,7 +50,7 @@ def _quiet_native_stderr():
 
 def import_keras():
     """Import Keras (and TensorFlow) quietly and register audioclf's layers."""
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         import keras
         import tensorflow  # noqa: F401
 

@@ -20,7 +20,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import soxr
@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from .audio_io import AudioInfo, open_audio
 from .bundle import Bundle
+from .engines import ENGINES, load_engine
 from .errors import AudioClfError, DecodeError, ParameterError, SourceUnavailableError
 from .params import ChannelMode, SilenceParams
 from .segment import SegmentedStream
@@ -167,6 +168,11 @@ class Classifier:
         soxr quality preset ("HQ", "MQ", "LQ", "VHQ").
     storage_options : mapping, optional
         fsspec options for remote recordings (endpoint, credentials).
+    engine : {"auto", "litert", "keras"}
+        Inference engine (see :mod:`audioclf_core.engines`); ``auto`` runs the
+        bundle's LiteRT flatbuffer and never imports TensorFlow when it can.
+    warn : callable, optional
+        Called with one line when ``auto`` falls back to Keras.
     """
 
     def __init__(
@@ -179,6 +185,8 @@ class Classifier:
         block_s: float = 60.0,
         resample_quality: str = "HQ",
         storage_options: Mapping | None = None,
+        engine: str = "auto",
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         if channels not in ("mix", "split"):
             raise ParameterError(f"channels={channels!r}: use 'mix' or 'split'")
@@ -193,7 +201,12 @@ class Classifier:
         self.block_s = float(block_s)
         self.resample_quality = resample_quality
         self.storage_options = dict(storage_options or {})
+        if engine not in ENGINES:
+            raise ParameterError(f"engine={engine!r}: use one of {', '.join(ENGINES)}")
+        self.engine = engine
+        self._warn = warn
         self._predictor = None
+        self._predictor_lock = threading.Lock()
         _one_blas_thread()
 
     @property
@@ -207,10 +220,10 @@ class Classifier:
 
     @property
     def predictor(self):
-        if self._predictor is None:
-            from .model import Predictor
-
-            self._predictor = Predictor(self.bundle.model)
+        """The inference engine, loaded on first use."""
+        with self._predictor_lock:  # threads share a classifier: load the model once
+            if self._predictor is None:
+                self._predictor = load_engine(self.bundle, engine=self.engine, warn=self._warn)
         return self._predictor
 
     # -- public -------------------------------------------------------------

@@ -53,6 +53,7 @@ class ArchiveOptions(BaseModel):
     dask_address: str | None = Field(None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     retry_errors: bool = Field(False, description="classify again recordings that ended as error rows")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (default: AUDIOCLF_S3_ENDPOINT_URL)")
+    engine: Literal["auto", "litert", "keras"] = Field("auto", description="inference engine: LiteRT (no TensorFlow) when the model converts, else Keras")
 
 
 class RunSummary(Tally):
@@ -163,7 +164,8 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
     log = get_run_logger()
     start = time.perf_counter()
     model = model or os.environ.get("AUDIOCLF_MODEL") or DEFAULT_MODEL
-    spec = ClassifySpec(model=model, channels=options.channels, silence=options.silence, endpoint_url=options.endpoint_url)
+    spec = ClassifySpec(model=model, channels=options.channels, silence=options.silence, endpoint_url=options.endpoint_url,
+                        engine=options.engine)
     clf = classifier_for(spec)  # validates the bundle and parameters before any work
     summary = RunSummary(sources=sources, out=out, model=f"{clf.bundle.name} {clf.bundle.version}")
 

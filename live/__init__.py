@@ -10,7 +10,7 @@ Modules:
 
 - :mod:`live.devices`: input devices (list, resolve ``--device``, check rates);
 - :mod:`live.sources`: the sound card or a replayed file, feeding the queue;
-- :mod:`live.inference`: single-window inference (LiteRT, or Keras' traced call);
+- :mod:`live.inference`: the core's inference engines, one window per call;
 - :mod:`live.processing`: mix, resample, segment, classify (the consumer's work);
 - :mod:`live.outputs`: JSONL events, Parquet result tables, the console view;
 - :mod:`live.session`: :func:`run_live`, which ties them together;

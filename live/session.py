@@ -160,7 +160,7 @@ def run_live(
     blocksize : int, optional
         Frames per block (default 20 ms; 0 lets PortAudio choose).
     engine : {"auto", "litert", "keras"}
-        Inference engine (see :mod:`live.inference`).
+        Inference engine (see :mod:`audioclf_core.engines`).
     cache_dir : path, optional
         Where the LiteRT export is cached.
     silence : mapping, optional

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from datetime import datetime
@@ -37,6 +38,7 @@ class ClassifySpec(BaseModel):
     channels: Literal["mix", "split"] = "mix"
     silence: dict[str, float] = Field(default_factory=dict, description="overrides of the model's silence parameters")
     batch_windows: int = Field(1024, ge=1)
+    engine: Literal["auto", "litert", "keras"] = "auto"
     endpoint_url: str | None = None
 
 
@@ -62,6 +64,15 @@ class BatchSummary(Tally):
 
 
 _LOCK = threading.Lock()
+_LOG = logging.getLogger("audioclf.tasks")
+
+
+def _warn(line: str) -> None:
+    """A warning in the current task run's log (the classifier outlives any one run)."""
+    try:
+        get_run_logger().warning(line)
+    except Exception:  # no run context: a plain logger
+        _LOG.warning(line)
 
 
 def classifier_for(spec: ClassifySpec) -> Classifier:
@@ -77,7 +88,7 @@ def _classifier(spec_json: str) -> Classifier:
     bundle = load_bundle(spec.model, storage_options=options)
     silence = bundle.manifest.silence.replace(**spec.silence)
     return Classifier(bundle, silence=silence, channels=spec.channels, batch_windows=spec.batch_windows,
-                      storage_options=options)
+                      storage_options=options, engine=spec.engine, warn=_warn)
 
 
 @task(name="list-recordings", cache_policy=NO_CACHE, **IO_RETRIES)

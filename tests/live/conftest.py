@@ -34,12 +34,12 @@ def bundle():
 
 @pytest.fixture(scope="session")
 def litert_cache(tmp_path_factory, bundle) -> Path:
-    """A cache folder holding the placeholder's checked LiteRT export (made once)."""
-    from live.inference import litert_path, load_window_model
+    """A cache folder that stays empty: the placeholder carries its own checked flatbuffer."""
+    from live.inference import load_window_model
 
     cache = tmp_path_factory.mktemp("cache")
-    load_window_model(bundle, engine="litert", cache_dir=cache)
-    assert litert_path(bundle, cache).is_file()
+    assert load_window_model(bundle, engine="litert", cache_dir=cache).name == "litert"
+    assert bundle.litert_path is not None and not any(cache.iterdir())
     return cache
 
 

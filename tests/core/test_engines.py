@@ -1,0 +1,173 @@
+"""Inference engines: LiteRT agrees with Keras, exports are checked and cached, no TensorFlow when not needed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from audioclf_core.bundle import LITERT_FILE, MANIFEST, load_bundle
+from audioclf_core.engines import (
+    KerasEngine,
+    LiteRTEngine,
+    attach_litert,
+    litert_cache_path,
+    load_engine,
+)
+from audioclf_core.errors import BundleError, ParameterError
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "samples"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle("placeholder")
+
+
+@pytest.fixture(scope="module")
+def real_windows(bundle):
+    """Model windows from two sample recordings (speech, music, noise, silence), plus 200 of seeded noise."""
+    out = []
+    for name in ("call-001.wav", "call-003.flac"):
+        y, sr = sf.read(SAMPLES / name, dtype="float32")
+        if y.ndim > 1:
+            y = y.mean(axis=1)
+        y = soxr.resample(y, sr, bundle.sample_rate).astype(np.float32)
+        out.append(bundle.features.windows(y, window=bundle.window_samples, hop=bundle.hop_samples))
+    rng = np.random.default_rng(7)
+    out.append(rng.standard_normal((200, *bundle.input_shape)).astype(np.float32))
+    return np.concatenate(out)
+
+
+@pytest.fixture
+def bare_copy(tmp_path, bundle):
+    """A copy of the placeholder without its own flatbuffer (as a user's older bundle would be)."""
+    dst = tmp_path / "bare"
+    shutil.copytree(bundle.path, dst)
+    (dst / LITERT_FILE).unlink()
+    data = json.loads((dst / MANIFEST).read_text())
+    del data["litert_sha256"]
+    (dst / MANIFEST).write_text(json.dumps(data))
+    return dst
+
+
+def test_shipped_bundles_carry_a_checked_flatbuffer(bundle):
+    assert bundle.litert_path is not None and bundle.litert_path.is_file()
+    assert bundle.manifest.litert_sha256 and len(bundle.manifest.litert_sha256) == 64
+
+
+def test_litert_matches_keras_for_full_batches_padded_tails_and_single_windows(bundle, real_windows):
+    assert len(real_windows) > 300
+    want = bundle.model.predict(real_windows, verbose=0, batch_size=256)  # the model as Keras runs it
+    for batch_size in (1, 64, 256):
+        got = LiteRTEngine(bundle.litert_path, input_shape=bundle.input_shape, n_labels=3, batch_size=batch_size)(real_windows)
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1e-4, batch_size
+    # a tail that is not a power of two is padded, and the padding does not leak into the rows
+    lite = LiteRTEngine(bundle.litert_path, input_shape=bundle.input_shape, n_labels=3, batch_size=256)
+    for n in (1, 3, 37, 255, 257, 300):
+        np.testing.assert_allclose(lite(real_windows[:n]), want[:n], atol=1e-4)
+    assert np.abs(KerasEngine(bundle)(real_windows) - want).max() <= 1e-5
+
+
+def test_each_thread_gets_its_own_interpreter(bundle, real_windows):
+    lite = LiteRTEngine(bundle.litert_path, input_shape=bundle.input_shape, n_labels=3, batch_size=16)
+    want = lite(real_windows)
+    results: dict[int, np.ndarray] = {}
+
+    def work(k: int) -> None:
+        for _ in range(5):
+            results[k] = lite(real_windows)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got in results.values():
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_damaged_or_missing_flatbuffer_is_refused_on_load(tmp_path, bundle):
+    dst = tmp_path / "b"
+    shutil.copytree(bundle.path, dst)
+    with open(dst / LITERT_FILE, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match=f"{LITERT_FILE} does not match its manifest"):
+        load_bundle(dst)
+    (dst / LITERT_FILE).unlink()
+    with pytest.raises(BundleError, match=f"manifest lists {LITERT_FILE} but the bundle has none"):
+        load_bundle(dst)
+
+
+@pytest.mark.slow
+def test_bundles_without_a_flatbuffer_are_exported_once_cached_and_rebuilt_when_damaged(bare_copy, tmp_path, real_windows):
+    bare = load_bundle(bare_copy)
+    assert bare.litert_path is None
+    path = litert_cache_path(bare, tmp_path / "cache")
+    assert path.name == f"{bare.sha256}.tflite"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a flatbuffer")
+    model = load_engine(bare, engine="litert", cache_dir=tmp_path / "cache")
+    assert model.name == "litert" and path.stat().st_size > 1000
+    mtime = path.stat().st_mtime_ns
+    again = load_engine(bare, engine="auto", cache_dir=tmp_path / "cache")
+    assert again.name == "litert" and path.stat().st_mtime_ns == mtime  # used, not exported again
+    np.testing.assert_array_equal(model(real_windows[:4]), again(real_windows[:4]))
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left
+
+
+@pytest.mark.slow
+def test_attach_litert_adds_a_flatbuffer_without_touching_the_weights(bare_copy, real_windows):
+    before = load_bundle(bare_copy)
+    after = attach_litert(bare_copy)
+    assert after.sha256 == before.sha256 and after.version == before.version
+    assert after.litert_path == bare_copy / LITERT_FILE
+    assert attach_litert(bare_copy).manifest == after.manifest  # idempotent
+    got = load_engine(after, engine="litert")(real_windows)
+    np.testing.assert_allclose(got, KerasEngine(after)(real_windows), atol=1e-4)
+
+
+def test_unknown_engines_are_refused(bundle):
+    from audioclf_core.pipeline import Classifier
+
+    with pytest.raises(ParameterError, match="engine='onnx'"):
+        load_engine(bundle, engine="onnx")
+    with pytest.raises(ParameterError, match="engine='onnx'"):
+        Classifier(bundle, engine="onnx")
+    with pytest.raises(ParameterError, match="power of two"):
+        LiteRTEngine(bundle.litert_path, input_shape=bundle.input_shape, n_labels=3, batch_size=100)
+
+
+def test_classifying_with_litert_never_imports_tensorflow_and_matches_keras(tmp_path):
+    """In a fresh process: the LiteRT engine leaves TensorFlow unimported, and both engines agree."""
+    code = f"""
+import json, sys
+from audioclf_core.bundle import load_bundle
+from audioclf_core.pipeline import Classifier
+b = load_bundle("placeholder")
+out = {{}}
+for engine in ("litert", "keras"):
+    o = Classifier(b, engine=engine).classify_one({str(SAMPLES / "call-001.wav")!r})
+    probs = [list(map(float, seg[-1])) for seg in o.segments]
+    out[engine] = {{"tf_loaded": "tensorflow" in sys.modules, "labels": [max(range(3), key=p.__getitem__) for p in probs],
+                   "probs": probs}}
+print(json.dumps(out))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["litert"]["tf_loaded"] is False
+    assert out["keras"]["tf_loaded"] is True
+    assert out["litert"]["labels"] == out["keras"]["labels"] and len(out["litert"]["labels"]) > 0
+    np.testing.assert_allclose(out["litert"]["probs"], out["keras"]["probs"], atol=1e-4)
+    assert "XNNPACK" not in r.stderr  # LiteRT's delegate banner is kept off the terminal
