@@ -6,8 +6,8 @@ Usage::
     .venv/bin/python benchmarks/bench_classify.py [--hours 1] [--long-hours 10]
         [--workdir /tmp/audioclf-bench] [--skip-long] [--repeat 3]
 
-Sections (one table each, printed and written as Markdown to
-``benchmarks/RESULTS-classify.md``):
+Sections (one table each, printed, and written as Markdown to the ``classify``
+section of ``benchmarks/RESULTS.md``):
 
 1. Test audio: hours of call audio stitched from ``samples/`` (seeded), written
    as 8 kHz PCM16 WAV, 16 kHz FLAC and 44.1 kHz stereo WAV, cached in the
@@ -33,25 +33,24 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from report import RESULTS_MD, Run, Table, busy_warning, command_line, load_average, machine_table, write_results
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
-RESULTS_MD = REPO / "benchmarks" / "RESULTS-classify.md"
 BASE_SR = 8000  # the call audio is built at telephone rate, then upsampled
 STEREO_RIGHT_DB = -1.5  # right channel of the wide-band file: same call, a little quieter
 GAIN_DB = (-6.0, 3.0)  # per-recording gain range when stitching
@@ -65,72 +64,6 @@ FORMATS = {
 # pydub's split_on_silence settings that published projects use, and the same rule in audioclf's terms.
 PYDUB_SPLIT = dict(min_silence_len=500, silence_thresh=-50, keep_silence=100)
 AUDIOCLF_SPLIT = dict(min_silence_ms=500, threshold_dbfs=-50, keep_silence_ms=100, min_segment_ms=0, max_segment_s=3600)
-
-
-# --------------------------------------------------------------------------------------
-# Tables: one definition, rendered as plain text for the terminal and Markdown for the file
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Table:
-    """A titled table with optional notes below it."""
-
-    title: str
-    headers: Sequence[str]
-    rows: list[Sequence[object]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def _cells(self) -> list[list[str]]:
-        return [[_fmt(v) for v in row] for row in self.rows]
-
-    def _numeric(self, cells: list[list[str]]) -> list[bool]:
-        """Columns to right-align: all numbers, and not the first (row labels)."""
-        return [i > 0 and all(_is_number(r[i]) for r in cells) for i in range(len(self.headers))]
-
-    def text(self) -> str:
-        """Aligned plain text: numbers right-aligned, words left-aligned."""
-        cells = self._cells()
-        widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(self.headers)]
-        numeric = self._numeric(cells)
-
-        def line(values: Sequence[str]) -> str:
-            return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
-
-        out = [f"== {self.title} ==", line(self.headers), "  ".join("-" * w for w in widths)]
-        out += [line(r) for r in cells]
-        out += [f"  * {n}" for n in self.notes]
-        return "\n".join(out)
-
-    def markdown(self) -> str:
-        """A GitHub-flavoured Markdown table under a level-3 heading."""
-        cells = self._cells()
-        out = [f"### {self.title}", "", "| " + " | ".join(self.headers) + " |"]
-        out.append("|" + "|".join("---:" if num else "---" for num in self._numeric(cells)) + "|")
-        out += ["| " + " | ".join(r) + " |" for r in cells]
-        if self.notes:
-            out += [""] + [f"- {n}" for n in self.notes]
-        return "\n".join(out)
-
-
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        if v != v:  # NaN: not measured
-            return "–"
-        if abs(v) >= 100:
-            return f"{v:,.0f}"
-        if abs(v) >= 10:
-            return f"{v:.1f}"
-        return f"{v:.2f}"
-    return str(v)
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s.replace(",", "").rstrip("x%"))
-        return True
-    except ValueError:
-        return s in ("–", "")
 
 
 class Stopwatch:
@@ -152,55 +85,6 @@ class Stopwatch:
         finally:
             self.wall[stage] += time.perf_counter() - t0
             self.cpu[stage] += time.process_time() - c0
-
-
-# --------------------------------------------------------------------------------------
-# Machine and versions
-# --------------------------------------------------------------------------------------
-
-
-def machine_table() -> Table:
-    """CPU, cores, memory and the versions of what does the work."""
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram_gib = float("nan")
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gib = int(line.split()[1]) / 2**20
-    rows = [
-        ("cores (nproc)", str(len(os.sched_getaffinity(0)))),
-        ("CPU", cpu),
-        ("RAM", f"{ram_gib:.1f} GiB"),
-        ("OS", platform.platform()),
-        ("python", platform.python_version()),
-        ("load average at start", load_average()),
-    ]
-    for dist in ("numpy", "tensorflow", "keras", "soxr", "soundfile", "pandas", "pyarrow", "pydub", "librosa"):
-        rows.append((dist, _version(dist)))
-    return Table("Machine and versions", ["item", "value"], rows)
-
-
-def load_average() -> str:
-    """1, 5 and 15-minute load averages: other work on the machine makes timings noisy."""
-    with contextlib.suppress(OSError):
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return "unknown"
-
-
-def _version(dist: str) -> str:
-    """Installed version of a distribution without importing it (TensorFlow takes seconds)."""
-    from importlib import metadata
-
-    names = [dist] + ([f"{dist}-cpu", f"{dist}_cpu", f"{dist}-intel"] if dist == "tensorflow" else [])
-    for name in names:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            return metadata.version(name) + ("" if name == dist else f" ({name})")
-    return "not installed"
 
 
 # --------------------------------------------------------------------------------------
@@ -260,13 +144,16 @@ def ensure_call_audio(
 
 
 def write_call_audio(
-    paths: dict[str, Path], *, hours: float, seed: int, sources: list[tuple[str, np.ndarray]]
+    paths: dict[str, Path], *, hours: float, seed: int, sources: list[tuple[str, np.ndarray]],
+    formats: Mapping[str, tuple] = FORMATS,
 ) -> None:
     """Stitch randomly chosen recordings with random gains into ``hours`` of audio.
 
     One recording (tens of seconds) is in memory at a time: each is scaled,
     pushed through a streaming resampler per output rate and appended to every
     output file, so generating ten hours costs no more memory than one.
+    ``formats`` maps each key of ``paths`` to ``(rate, channels, container,
+    subtype, suffix)`` as :data:`FORMATS` does.
     """
     rng = np.random.default_rng(seed)
     total = int(round(hours * 3600 * BASE_SR))
@@ -274,13 +161,15 @@ def write_call_audio(
     with contextlib.ExitStack() as stack:
         outs = []
         for key, path in paths.items():
-            sr, channels, container, subtype, _ = FORMATS[key]
+            sr, channels, container, subtype, _ = formats[key]
             tmp = path.with_name(path.name + ".part")
             f = stack.enter_context(
                 sf.SoundFile(tmp, "w", samplerate=sr, channels=channels, format=container, subtype=subtype)
             )
             rs = None if sr == BASE_SR else soxr.ResampleStream(BASE_SR, sr, 1, dtype="float32", quality="HQ")
-            outs.append((f, rs, channels, tmp, path))
+            # libsndfile's MP3 encoder mangles int16 input (it comes back as noise); give it floats.
+            quantise = _clip_float if container == "MP3" else _pcm16
+            outs.append((f, rs, channels, quantise, tmp, path))
         written = 0
         while written < total:
             _, y = sources[int(rng.integers(len(sources)))]
@@ -288,11 +177,11 @@ def write_call_audio(
             block = y[: total - written] * gain
             written += block.size
             last = written >= total
-            for f, rs, channels, _, _ in outs:
+            for f, rs, channels, quantise, _, _ in outs:
                 x = block if rs is None else rs.resample_chunk(block, last=last)
                 if channels == 2:
                     x = np.stack([x, x * right], axis=1)
-                f.write(_pcm16(x))
+                f.write(quantise(x))
     for *_, tmp, path in outs:
         os.replace(tmp, path)
 
@@ -300,6 +189,11 @@ def write_call_audio(
 def _pcm16(x: np.ndarray) -> np.ndarray:
     """Quantise to int16 ourselves: libsndfile wraps, not clips, out-of-range floats."""
     return np.clip(np.rint(x * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def _clip_float(x: np.ndarray) -> np.ndarray:
+    """Full-scale float32, clipped as :func:`_pcm16` clips, for encoders that take floats."""
+    return np.clip(x, -1.0, 32767 / 32768).astype(np.float32)
 
 
 def ensure_excerpt(src: Path, dst: Path, *, seconds: float) -> Path:
@@ -911,7 +805,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3,
                    help="runs per timing; the shortest is reported, which filters out other load (default 3)")
     p.add_argument("--results", type=Path, default=RESULTS_MD,
-                   help="Markdown output (default benchmarks/RESULTS-classify.md)")
+                   help="Markdown file whose 'classify' section is rewritten (default benchmarks/RESULTS.md)")
     # Internal: the steady-state measurement runs this script again in a fresh process.
     p.add_argument("--steady-worker", nargs=2, metavar=("FILE", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--worker-blas-threads", type=int, help=argparse.SUPPRESS)
@@ -932,6 +826,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.steady_worker:
         steady_worker(*args.steady_worker, blas_threads=args.worker_blas_threads)
         return
+    run = Run(command_line("bench_classify.py", sys.argv[1:] if argv is None else argv))
     started = time.perf_counter()
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -941,12 +836,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         tables.append(t)
         print(t.text(), "\n", flush=True)
 
-    machine = machine_table()
-    show(machine)
-    load = os.getloadavg()[0]
-    if load > 0.5 * len(os.sched_getaffinity(0)):
-        print(f"warning: the machine is busy (load {load:.1f} on {len(os.sched_getaffinity(0))} cores): "
-              "timings will be noisy; ratios within one section suffer least", flush=True)
+    print(machine_table().text(), "\n", flush=True)
+    if warning := busy_warning():
+        print(warning, flush=True)
 
     section("1. test audio")
     sources = load_sources(SAMPLES)
@@ -988,23 +880,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         show(memory_table(files["8k"], e2e["8k"]["cli"], long, workdir))
 
     total_s = time.perf_counter() - started
-    machine.rows.append(("load average at end", load_average()))
     print(f"load average at end: {load_average()}")
     print(f"benchmark took {total_s / 60:.1f} min")
-    write_markdown(args.results, tables, argv=sys.argv, total_s=total_s)
-    print(f"wrote {args.results}")
-
-
-def write_markdown(path: Path, tables: list[Table], *, argv: Sequence[str], total_s: float) -> None:
-    """All tables as one Markdown report (overwrites ``path``)."""
-    cmd = " ".join([".venv/bin/python", "benchmarks/bench_classify.py", *argv[1:]])
-    head = [
-        "# audioclf classify benchmark",
-        "",
-        f"Generated by `{cmd}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; the whole run took "
-        f"{total_s / 60:.1f} min. Compare ratios between runs, not seconds across machines.",
-    ]
-    path.write_text("\n\n".join(["\n".join(head)] + [t.markdown() for t in tables]) + "\n", encoding="utf-8")
+    write_results("classify", "audioclf classify in detail: end to end, stages, BLAS threads, pydub excerpt",
+                  tables, run=run, took_s=total_s, path=args.results)
+    print(f"wrote the classify section of {args.results}")
 
 
 if __name__ == "__main__":

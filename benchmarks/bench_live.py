@@ -4,7 +4,7 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_live.py [--minutes 2] [--engine auto|litert|keras]
-        [--blocksize FRAMES] [--workdir /tmp/audioclf-bench-live] [--results benchmarks/RESULTS-live.md]
+        [--blocksize FRAMES] [--workdir /tmp/audioclf-bench-live] [--results benchmarks/RESULTS.md]
 
 What it does:
 
@@ -24,9 +24,9 @@ What it does:
    as p50 / p95 / max per call and as ratios.
 
 Targets (from the issue): p95 under 30 ms, no overflows over 10 minutes
-(``--minutes 10``). Tables are printed and written as Markdown to
-``benchmarks/RESULTS-live.md``. The machine may be shared: the load average
-at the start and the end is part of the report.
+(``--minutes 10``). Tables are printed and written as Markdown to the ``live``
+section of ``benchmarks/RESULTS.md``. The machine may be shared: the load
+average at the start and the end is part of the report.
 """
 
 from __future__ import annotations
@@ -38,14 +38,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import json
-import platform
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -56,10 +54,10 @@ import soxr
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from report import RESULTS_MD, Run, command_line, write_results  # noqa: E402
 from tests.live.pulse import PulseServer, available  # noqa: E402
 
 SAMPLES = REPO / "samples"
-RESULTS_MD = REPO / "benchmarks" / "RESULTS-live.md"
 CLI = Path(sys.executable).with_name("audioclf-live")
 RATE = 16000
 TARGET_P95_MS = 30.0
@@ -212,7 +210,7 @@ def inference_paths(cache_dir: Path, *, n: int = 400, n_predict: int = 30) -> li
     """p50/p95/max ms of one window per call through LiteRT, the traced call and predict()."""
     from audioclf_core.bundle import load_bundle
     from live.devices import native_stderr_silenced
-    from live.inference import KerasWindowModel, load_window_model
+    from live.inference import load_window_model
 
     bundle = load_bundle("placeholder")
     y, sr = sf.read(SAMPLES / "call-001.wav", dtype="float32")
@@ -224,7 +222,7 @@ def inference_paths(cache_dir: Path, *, n: int = 400, n_predict: int = 30) -> li
         lite = load_window_model(bundle, engine="litert", cache_dir=cache_dir)
         lite(x[0])
     paths = [("LiteRT interpreter (chosen)", lite, n),
-             ("Keras traced call (core Predictor)", KerasWindowModel(bundle), n),
+             ("Keras traced call (core Predictor)", load_window_model(bundle, engine="keras", cache_dir=cache_dir), n),
              ("Keras model.predict() (reference)", lambda w: bundle.model.predict(w, verbose=0), n_predict)]
     for name, fn, count in paths:
         for w in x[:5]:
@@ -256,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "audioclf-bench-live")
     p.add_argument("--results", type=Path, default=RESULTS_MD)
     a = p.parse_args(argv)
+    run = Run(command_line("bench_live.py", sys.argv[1:] if argv is None else argv))
+    started = time.perf_counter()
     why = available()
     if why:
         raise SystemExit(why)
@@ -307,24 +307,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         [(name, count, p50, p95, mx, f"{p50 / litert_p50:.1f}x") for name, (p50, p95, mx), count in paths],
         notes=["the sidecar classifies windows one at a time as their audio completes; `auto` picks LiteRT"],
     )
-    machine = Table(
-        "Machine",
-        ["what", "value"],
-        [
-            ("CPU cores", os.cpu_count()),
-            ("load average at start / end (1 min)", f"{load_start[0]:.2f} / {load_end[0]:.2f}"),
-            ("OS", platform.platform()),
-            ("python", platform.python_version()),
-            ("date (UTC)", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")),
-        ],
-    )
-    tables = [live, infer, machine]
+    tables = [live, infer]
     for t in tables:
         print(t.text() + "\n")
-    cmd = "benchmarks/bench_live.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    head = ["# audioclf-live benchmark", "", f"`{cmd.strip()}`", ""]
-    a.results.write_text("\n".join(head) + "\n" + "\n\n".join(t.markdown() for t in tables) + "\n", encoding="utf-8")
-    print(f"written to {a.results}", file=sys.stderr)
+    print(f"load average (1 min) at start / end: {load_start[0]:.2f} / {load_end[0]:.2f}")
+    write_results("live", "Live latency: audioclf-live through PulseAudio", tables, run=run,
+                  took_s=time.perf_counter() - started, path=a.results)
+    print(f"wrote the live section of {a.results}", file=sys.stderr)
 
 
 if __name__ == "__main__":
