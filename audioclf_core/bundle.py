@@ -33,7 +33,7 @@ MODEL_FILE = "model.keras"
 LITERT_FILE = "model.tflite"  # optional: the weights converted to LiteRT, checked against Keras
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).with_name("bundles")
-DEFAULT_MODEL = "placeholder"
+DEFAULT_MODEL = "speech-music-noise"
 _LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 

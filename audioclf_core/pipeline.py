@@ -360,7 +360,7 @@ def _one_blas_thread() -> None:
     The only BLAS call here is the small mel projection; a BLAS pool only
     fights TensorFlow's pool and the decode thread for the cores. On 2 cores
     the benchmark measured 349x real time with the default pool and 1,101x
-    with one thread (benchmarks/RESULTS-classify.md).
+    with one thread (the `classify` section of benchmarks/RESULTS.md).
     """
     from threadpoolctl import threadpool_limits
 

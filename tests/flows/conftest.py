@@ -60,15 +60,15 @@ def prefect_api() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def truth() -> dict[str, int]:
-    """Segments per sample, as the core finds them with the placeholder model's defaults.
+    """Segments per sample, as the core finds them with the default model's silence parameters.
 
     Computed without Prefect, straight from ``Classifier.classify_one`` on the
     local files: what every flow run must reproduce, wherever the files live.
     """
-    from audioclf_core.bundle import load_bundle
+    from audioclf_core.bundle import DEFAULT_MODEL, load_bundle
     from audioclf_core.pipeline import Classifier
 
-    clf = Classifier(load_bundle("placeholder"))
+    clf = Classifier(load_bundle(DEFAULT_MODEL))
     found = {}
     for name in SAMPLE_NAMES:
         outcome = clf.classify_one(str(SAMPLES / name))

@@ -7,6 +7,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from audioclf_core.bundle import DEFAULT_MODEL
 from flows.archive import ArchiveOptions, backfill, classify_archive
 
 from .conftest import BAD_FILES, SAMPLE_NAMES, SAMPLES, artifacts_of, run, table_rows
@@ -71,7 +72,7 @@ def test_s3_archive_gives_the_truth_rows_and_artifacts(s3, s3_server, s3_env, tr
     for name in SAMPLE_NAMES:
         assert ok.loc[name].source_size == (SAMPLES / name).stat().st_size
         assert ok.loc[name].source_etag == fs.info(f"{bucket}/{prefix}/{name}")["ETag"].strip('"')
-    assert recs.params_sha256.nunique() == 1 and (recs.model == "placeholder").all()
+    assert recs.params_sha256.nunique() == 1 and (recs.model == DEFAULT_MODEL).all()
 
     arts = artifacts_of(state.state_details.flow_run_id)
     assert set(arts) == {"audioclf-labels", "audioclf-failures", "audioclf-run"}

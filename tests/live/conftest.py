@@ -27,14 +27,15 @@ def pulse(tmp_path_factory) -> PulseServer:
 
 @pytest.fixture(scope="session")
 def bundle():
-    from audioclf_core.bundle import load_bundle
+    """The bundle the sidecar runs when no --model is given."""
+    from audioclf_core.bundle import DEFAULT_MODEL, load_bundle
 
-    return load_bundle("placeholder")
+    return load_bundle(DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="session")
 def litert_cache(tmp_path_factory, bundle) -> Path:
-    """A cache folder that stays empty: the placeholder carries its own checked flatbuffer."""
+    """A cache folder that stays empty: the shipped bundle carries its own checked flatbuffer."""
     from live.inference import load_window_model
 
     cache = tmp_path_factory.mktemp("cache")

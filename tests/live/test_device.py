@@ -59,7 +59,7 @@ def test_a_recording_played_into_the_device_gives_the_truth_and_the_batch_labels
     for ev, (ts, te) in zip(got, truth):
         assert ts - pad - DEVICE_TOL_S <= ev["start_s"] - offset <= ts + 0.15 + DEVICE_TOL_S
         assert te - 0.25 - DEVICE_TOL_S <= ev["end_s"] - offset <= te + pad + DEVICE_TOL_S
-    # Labels: the batch path's for the same file (the placeholder's labels mean nothing, but are deterministic).
+    # Labels: the batch path's for the same file.
     assert [ev["label"] for ev in got] == [bundle.labels[int(np.argmax(p))] for *_, p in want.segments]
 
     s = json.loads(summary.read_text())
