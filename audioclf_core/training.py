@@ -62,6 +62,11 @@ class AugmentParams:
         Signal-to-noise ratio range of that mix.
     p_telephone : float
         Probability of a telephone channel: band-pass (about 300-3400 Hz).
+    p_clip : float
+        Probability of overdrive: the level is pushed ``clip_db`` above full scale and hard-clipped,
+        as a loud caller or a hot line clips (some real prompt sets clip 3-18 % of their samples).
+    clip_db : (float, float)
+        How far above full scale the peak is driven before clipping, dB.
     p_mulaw : float
         Probability of an 8-bit mu-law round trip (independent of the band-pass).
     p_speed : float
@@ -81,6 +86,8 @@ class AugmentParams:
     p_noise: float = 0.4
     snr_db: tuple[float, float] = (5.0, 30.0)
     p_telephone: float = 0.5
+    p_clip: float = 0.1
+    clip_db: tuple[float, float] = (3.0, 20.0)
     p_mulaw: float = 0.5
     p_speed: float = 0.3
     speed: tuple[float, float] = (0.9, 1.1)
@@ -405,6 +412,8 @@ def augment(
     if peak > 0:
         # Levels are not normalised: draw a peak level, then clip as a real channel would.
         y = y * np.float32(10 ** (rng.uniform(*params.gain_db) / 20) / peak)
+        if rng.random() < params.p_clip:  # overdrive: the clip below flattens the peaks
+            y = y * np.float32(10 ** (rng.uniform(*params.clip_db) / 20) / float(np.abs(y).max()))
     if rng.random() < params.p_mulaw:
         y = mu_law(y)
     return np.clip(y, -1.0, 1.0).astype(np.float32, copy=False)

@@ -253,6 +253,14 @@ def test_augmentations_do_what_they_say():
     for _ in range(20):
         y = augment(mid * 3, sr=SR, params=AugmentParams(p_noise=1, p_telephone=1, p_mulaw=1), rng=rng)
         assert y.dtype == np.float32 and y.shape == mid.shape and np.isfinite(y).all() and np.abs(y).max() <= 1
+    # overdrive: driven 3-20 dB over full scale, a sine is flattened at +-1 over part of each cycle
+    quiet = dict(p_noise=0, p_telephone=0, p_mulaw=0, gain_db=(-6.0, -6.0))
+    for _ in range(10):
+        y = augment(mid, sr=SR, params=AugmentParams(p_clip=1, **quiet), rng=rng)
+        flat = np.mean(np.abs(y) >= 0.999)
+        assert 0.2 < flat < 0.95, flat  # +3 dB clips ~50 % of a sine's samples, +20 dB ~94 %
+    y = augment(mid, sr=SR, params=AugmentParams(p_clip=0, **quiet), rng=rng)
+    assert np.abs(y).max() == pytest.approx(10 ** (-6 / 20), rel=1e-4)  # no overdrive: the drawn peak, unclipped
 
 
 @pytest.mark.parametrize("crop", ["window", "whole"])
@@ -260,7 +268,7 @@ def test_training_windows_are_the_inference_windows(crop):
     fx = FeatureExtractor(PRESETS["smn"].features, sr=SR)
     y, _ = sf.read(DATA / "music_reno_project-system.wav", dtype="float32")
     short, _ = sf.read(DATA / "speech_en_digits_5.wav", dtype="float32")
-    clean = AugmentParams(p_noise=0, p_telephone=0, p_mulaw=0, p_speed=0, p_short=0, gain_db=(0, 0), pad_s=0)
+    clean = AugmentParams(p_noise=0, p_telephone=0, p_clip=0, p_mulaw=0, p_speed=0, p_short=0, gain_db=(0, 0), pad_s=0)
     clips = [short, y if crop == "whole" else y[:SR]]
     s = WindowSampler(clips, np.array([0, 1]), fx, SR, SR // 2, crop, clean, [], seed=0)
     x, labels = s.batch(np.arange(len(s)), epoch=0, key=0)
