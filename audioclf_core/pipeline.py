@@ -148,6 +148,13 @@ class _Failed:
     retryable: bool = False
 
 
+# soxr's "MQ" preset (16-bit precision, same passband as "HQ") for the one resample to the model's
+# rate: on 44.1 kHz input it is about 3.5x cheaper than "HQ", and over 15 minutes of 44.1 kHz
+# stereo call audio it changed no label and no probability by more than 3e-4. Batch and live
+# share it, so their answers stay identical.
+RESAMPLE_QUALITY = "MQ"
+
+
 class Classifier:
     """Classifies recordings with one bundle.
 
@@ -165,7 +172,7 @@ class Classifier:
     block_s : float
         Seconds of audio decoded at a time.
     resample_quality : str
-        soxr quality preset ("HQ", "MQ", "LQ", "VHQ").
+        soxr quality preset ("MQ" by default; "HQ", "LQ", "VHQ").
     storage_options : mapping, optional
         fsspec options for remote recordings (endpoint, credentials).
     engine : {"auto", "litert", "keras"}
@@ -183,7 +190,7 @@ class Classifier:
         channels: ChannelMode = "mix",
         batch_windows: int = 1024,
         block_s: float = 60.0,
-        resample_quality: str = "HQ",
+        resample_quality: str = RESAMPLE_QUALITY,
         storage_options: Mapping | None = None,
         engine: str = "auto",
         warn: Callable[[str], None] | None = None,

@@ -32,6 +32,7 @@ import soxr
 
 from audioclf_core.bundle import Bundle
 from audioclf_core.params import SilenceParams
+from audioclf_core.pipeline import RESAMPLE_QUALITY
 from audioclf_core.segment import StreamingSegmenter
 
 from .inference import WindowModel
@@ -130,13 +131,13 @@ class LiveProcessor:
     silence : SilenceParams
         The splitter's parameters.
     resample_quality : str
-        soxr preset, as the batch path's (``HQ``).
+        soxr preset, as the batch path's (``RESAMPLE_QUALITY``, "MQ").
     speculate : bool
         Classify an open segment's windows as they fill (see the module notes).
     """
 
     def __init__(self, bundle: Bundle, *, model: WindowModel, input_rate: int, silence: SilenceParams,
-                 resample_quality: str = "HQ", speculate: bool = True) -> None:
+                 resample_quality: str = RESAMPLE_QUALITY, speculate: bool = True) -> None:
         self.bundle = bundle
         self.model = model
         self.sr = bundle.sample_rate
