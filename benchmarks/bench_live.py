@@ -180,14 +180,19 @@ def run_sidecar(recording: Path, workdir: Path, *, engine: str, blocksize: int |
         cpu_stop, t_stop = _proc_cpu_s(proc.pid), time.monotonic()
         peak_rss = _proc_peak_rss_mb(proc.pid)
         proc.send_signal(signal.SIGINT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            cpu_total = usage.ru_utime + usage.ru_stime
+        except ChildProcessError:  # reaped elsewhere (seen once on a loaded machine): CPU up to the stop
+            proc.wait()
+            cpu_total = cpu_stop if cpu_stop is not None else float("nan")
         t_end = time.monotonic()
         rest = proc.stderr.read()
         if proc.returncode != 0:
             raise SystemExit(f"audioclf-live exited with {proc.returncode}: {rest.strip()}")
         summary = json.loads(summary_path.read_text())
-        summary["cpu_total_s"] = usage.ru_utime + usage.ru_stime
+        summary["cpu_total_s"] = cpu_total
         summary["wall_total_s"] = t_end - t0
         summary["peak_rss_mb"] = peak_rss
         if cpu_listen is not None and cpu_stop is not None:
