@@ -32,7 +32,7 @@ import pandas as pd
 import soxr
 from scipy import signal
 
-from .audio_io import AUDIO_EXTENSIONS, open_audio
+from .audio_io import AUDIO_EXTENSIONS, mix_to_mono, open_audio
 from .bundle import MANIFEST, MODEL_FILE, Bundle, load_bundle
 from .errors import AudioClfError, BundleError, ParameterError
 from .features import FeatureExtractor
@@ -319,7 +319,7 @@ def load_clips(paths: Sequence[str], *, sr: int, log: Log | None = None) -> tupl
         try:
             with open_audio(str(uri)) as reader:
                 rate = reader.info.sample_rate
-                blocks = [b.mean(axis=1, dtype=np.float32) if b.shape[1] > 1 else b[:, 0] for b in reader.blocks(rate * 60)]
+                blocks = [mix_to_mono(b)[:, 0] for b in reader.blocks(rate * 60)]
             y = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
             if rate != sr and y.size:
                 y = soxr.resample(y, rate, sr, quality="HQ")

@@ -434,7 +434,7 @@ def stage_breakdown(path: Path, clf, out: Path) -> tuple[Stopwatch, int, int]:
     (Stopwatch, int, int)
         Wall and CPU seconds per stage, number of segments, number of model windows.
     """
-    from audioclf_core.audio_io import open_audio
+    from audioclf_core.audio_io import mix_to_mono, open_audio
     from audioclf_core.pipeline import MIX, RecordingOutcome, to_tables
     from audioclf_core.results import ResultStore
     from audioclf_core.segment import SegmentedStream
@@ -481,7 +481,7 @@ def stage_breakdown(path: Path, clf, out: Path) -> tuple[Stopwatch, int, int]:
             n_frames += len(x)
             with sw("mix + resample"):
                 if x.shape[1] > 1:
-                    x = x.mean(axis=1, keepdims=True, dtype=np.float32)
+                    x = mix_to_mono(x)
                 if rs is not None:
                     x = rs.resample_chunk(np.ascontiguousarray(x), last=False)
             with sw("segment"):
@@ -612,13 +612,13 @@ def splitter_reference(excerpt: Path, *, repeat: int) -> tuple[Table, Table]:
     from pydub import AudioSegment
     from pydub.silence import split_on_silence
 
-    from audioclf_core.audio_io import open_audio
+    from audioclf_core.audio_io import mix_to_mono, open_audio
     from audioclf_core.params import SilenceParams
     from audioclf_core.segment import split_nonsilent
 
     def load_ours() -> np.ndarray:
         with open_audio(str(excerpt)) as reader:
-            return np.concatenate([b.mean(axis=1, dtype=np.float32) for b in reader.blocks(1 << 20)])
+            return np.concatenate([mix_to_mono(b)[:, 0] for b in reader.blocks(1 << 20)])
 
     audio_s, sr = sf.info(excerpt).duration, sf.info(excerpt).samplerate
     params = SilenceParams(**AUDIOCLF_SPLIT)
@@ -747,7 +747,7 @@ def recipe_reference(excerpt: Path, clf, workdir: Path, *, repeat: int) -> Table
         [
             "pydub recipe: AudioSegment.from_file(...).set_frame_rate(16000).set_channels(1), split_on_silence "
             "(500 ms, -50 dBFS, keep 100 ms); per chunk librosa.feature.mfcc(n_mfcc=20) and "
-            "model.predict(bundle.features.windows(chunk)) with the placeholder bundle's Keras model.",
+            "model.predict(bundle.features.windows(chunk)) with the default bundle's Keras model.",
             f"librosa warmed first (first MFCC call took {librosa_warm_s:.1f} s), and model.predict once; "
             f"audioclf's classifier was warmed on a sample. Shortest of {repeat} runs each.",
             "audioclf uses the bundle's silence defaults (min segment 100 ms, max segment 30 s), hence "

@@ -11,7 +11,8 @@ process, its peak RSS read by ``/usr/bin/time -f %M`` (see
 ``bench_classify.run_child`` for why not ``ru_maxrss``). Inputs:
 
 - one 44-second sample (``samples/call-001.wav``): the floor, what the
-  interpreter, TensorFlow and the model take;
+  interpreter, the libraries and the model (LiteRT by default; TensorFlow with
+  ``--engine keras``) take;
 - 1 hour and ``--long-hours`` (default 10) of 8 kHz call audio in one file,
   stitched from ``samples/`` (the cached files of ``bench_classify.py``);
 - a folder of ``--short-files`` (default 1,000) recordings of 10 to 60 s,
@@ -140,8 +141,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     t.notes += [
         f"Target: at most 1 GB ({LIMIT_MIB:,.0f} MiB) and flat: {'met' if peak <= LIMIT_MIB else 'NOT met'} "
         f"(highest {peak:,.0f} MiB; {lengths[-1]:g} h / {lengths[0]:g} h = {long_ / one_h:.2f}).",
-        "peak RSS: /usr/bin/time -f %M of the classify process alone. The floor is the interpreter, TensorFlow, "
-        "Keras and the model; 'over the floor' is what the input itself costs.",
+        "peak RSS: /usr/bin/time -f %M of the classify process alone. The floor is the interpreter, the "
+        "libraries and the model on the default engine (LiteRT: TensorFlow is not imported); 'over the floor' is what "
+        "the input itself costs.",
         f"Short recordings: {SHORT_S[0]:g}-{SHORT_S[1]:g} s each, in turn 8 kHz PCM WAV, 8 kHz µ-law WAV and 16 kHz "
         "FLAC, stitched from samples/ (seeded).",
     ]

@@ -58,11 +58,11 @@ def pydub_pass(path: Path, *, min_silence_len: int, silence_thresh: float) -> tu
 
 def load_mono(path: Path) -> tuple[np.ndarray, int]:
     """The whole file as mono float32 through audioclf's reader, and its rate."""
-    from audioclf_core.audio_io import open_audio
+    from audioclf_core.audio_io import mix_to_mono, open_audio
 
     with open_audio(str(path)) as reader:
         sr = reader.info.sample_rate
-        return np.concatenate([b.mean(axis=1, dtype=np.float32) for b in reader.blocks(1 << 20)]), sr
+        return np.concatenate([mix_to_mono(b)[:, 0] for b in reader.blocks(1 << 20)]), sr
 
 
 def segmentation_tables(path: Path, *, model: str, repeat: int) -> list[Table]:

@@ -179,8 +179,8 @@ def runs_table(audio_s: float, ref: ChildRun, clf: ChildRun, flow: ChildRun, *, 
 
     clf_rt, vs_ref, flow_ratio = audio_s / clf.wall_s, ref.wall_s / clf.wall_s, flow.wall_s / clf.wall_s
     t.notes += [
-        "x RT = audio seconds per wall second. Wall time includes process start, imports, TensorFlow and the model "
-        "load (and, for the flow, Prefect's ephemeral API). CPU s: user + system of the process and its children "
+        "x RT = audio seconds per wall second. Wall time includes process start, imports and the model "
+        "load (audioclf: LiteRT; the reference: TensorFlow) and, for the flow, Prefect's ephemeral API. CPU s: user + system of the process and its children "
         "(ffmpeg included); peak RSS: /usr/bin/time -f %M, the largest of the process and its children.",
         f"Targets: classify >= {TARGET_RT:,.0f}x RT: {verdict(clf_rt >= TARGET_RT)} ({clf_rt:,.0f}x); "
         f"classify >= {TARGET_VS_REFERENCE:.0f}x faster than the reference: "
@@ -202,7 +202,7 @@ def audioclf_stages(files: list[ArchiveFile], *, model: str, out: Path) -> tuple
     from audioclf_core.pipeline import Classifier
 
     clf = Classifier(load_bundle(model))
-    clf.classify_one(str(SAMPLES / "call-001.wav"))  # TensorFlow load and trace stay out of the stages
+    clf.classify_one(str(SAMPLES / "call-001.wav"))  # the engine's load and first run stay out of the stages
     wall = dict.fromkeys(STAGES, 0.0)
     n_seg = n_win = 0
     for f in files:

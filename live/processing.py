@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
+from audioclf_core.audio_io import mix_to_mono
 from audioclf_core.bundle import Bundle
 from audioclf_core.params import SilenceParams
 from audioclf_core.pipeline import RESAMPLE_QUALITY
@@ -131,7 +132,7 @@ class LiveProcessor:
     silence : SilenceParams
         The splitter's parameters.
     resample_quality : str
-        soxr preset, as the batch path's (``RESAMPLE_QUALITY``, "MQ").
+        soxr preset, as the batch path's (``RESAMPLE_QUALITY``, "HQ").
     speculate : bool
         Classify an open segment's windows as they fill (see the module notes).
     """
@@ -179,7 +180,7 @@ class LiveProcessor:
             ``time.perf_counter()`` when the block arrived.
         """
         self.frames_in += len(block)
-        x = block.mean(axis=1, keepdims=True, dtype=np.float32) if block.shape[1] > 1 else block
+        x = mix_to_mono(block)
         if self._resampler is not None:
             x = self._resampler.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=False)
         return self._segments(np.ascontiguousarray(x[:, 0], dtype=np.float32), arrived=arrived, final=False)

@@ -25,7 +25,7 @@ import pytest
 import soundfile as sf
 
 from audioclf_core import audio_io
-from audioclf_core.audio_io import AUDIO_EXTENSIONS, AudioInfo, expand_inputs, open_audio
+from audioclf_core.audio_io import AUDIO_EXTENSIONS, AudioInfo, expand_inputs, mix_to_mono, open_audio
 from audioclf_core.errors import DecodeError, ParameterError, SourceUnavailableError
 
 _FREQS_HZ = (220.0, 380.0, 540.0, 700.0, 860.0, 1020.0, 1180.0, 1340.0)
@@ -749,3 +749,15 @@ def memfs_root() -> str:
 
 def test_module_has_the_documented_api() -> None:
     assert set(audio_io.__all__) >= {"AUDIO_EXTENSIONS", "AudioInfo", "AudioReader", "expand_inputs", "open_audio"}
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_mix_to_mono_is_the_mean_of_the_channels(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    x = rng.uniform(-1, 1, size=(10_000, channels)).astype(np.float32)
+    y = mix_to_mono(x)
+    assert y.shape == (10_000, 1) and y.dtype == np.float32
+    want = x.astype(np.float64).mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-6)
+    if channels <= 2:  # one or two channels: exactly numpy's float32 mean
+        np.testing.assert_array_equal(y, x.mean(axis=1, keepdims=True, dtype=np.float32))
