@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -54,47 +53,13 @@ import soxr
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from report import RESULTS_MD, Run, command_line, write_results  # noqa: E402
+from report import RESULTS_MD, Run, Table, command_line, write_results  # noqa: E402
 from tests.live.pulse import PulseServer, available  # noqa: E402
 
 SAMPLES = REPO / "samples"
 CLI = Path(sys.executable).with_name("audioclf-live")
 RATE = 16000
 TARGET_P95_MS = 30.0
-
-
-@dataclass
-class Table:
-    """A titled table, as plain text for the terminal and Markdown for the file."""
-
-    title: str
-    headers: Sequence[str]
-    rows: list[Sequence[object]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def _cells(self) -> list[list[str]]:
-        return [[_fmt(v) for v in row] for row in self.rows]
-
-    def text(self) -> str:
-        cells = self._cells()
-        widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(self.headers)]
-        line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths))).rstrip()  # noqa: E731
-        out = [f"== {self.title} ==", line(self.headers), "  ".join("-" * w for w in widths)]
-        return "\n".join(out + [line(r) for r in cells] + [f"  * {n}" for n in self.notes])
-
-    def markdown(self) -> str:
-        out = [f"### {self.title}", "", "| " + " | ".join(self.headers) + " |",
-               "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|"]
-        out += ["| " + " | ".join(r) + " |" for r in self._cells()]
-        return "\n".join(out + ([""] + [f"- {n}" for n in self.notes] if self.notes else []))
-
-
-def _fmt(v: object) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
-    return str(v)
 
 
 # --------------------------------------------------------------------------------------
@@ -119,10 +84,10 @@ def build_recording(minutes: float, workdir: Path) -> tuple[Path, float]:
 
 
 def batch_segments(path: Path) -> int:
-    from audioclf_core.bundle import load_bundle
+    from audioclf_core.bundle import DEFAULT_MODEL, load_bundle
     from audioclf_core.pipeline import Classifier
 
-    return Classifier(load_bundle("placeholder")).classify_one(str(path)).n_segments
+    return Classifier(load_bundle(DEFAULT_MODEL)).classify_one(str(path)).n_segments
 
 
 # --------------------------------------------------------------------------------------
