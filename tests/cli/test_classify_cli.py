@@ -13,6 +13,8 @@ import fsspec
 import pandas as pd
 import pytest
 
+from .helpers import one_line_error
+
 ROOT = Path(__file__).parents[2]
 SAMPLES = ROOT / "samples"
 AUDIOCLF = str(Path(sys.executable).with_name("audioclf"))
@@ -21,14 +23,6 @@ N_SAMPLES = len(json.loads((SAMPLES / "truth.json").read_text())["recordings"])
 
 def run(*args, env=None, cwd=None):
     return subprocess.run([AUDIOCLF, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}, cwd=cwd)
-
-
-def _one_line_error(proc):
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +136,7 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
 )
 def test_errors_are_one_readable_line(tmp_path, args, needle):
     proc = run(*[a.replace("{tmp}", str(tmp_path / "o")) for a in args], cwd=ROOT)
-    line = _one_line_error(proc)
+    line = one_line_error(proc)
     assert needle in line
 
 

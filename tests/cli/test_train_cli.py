@@ -16,6 +16,8 @@ import soundfile as sf
 
 from audioclf_core.bundle import MANIFEST, MODEL_FILE, file_sha256, load_bundle
 
+from .helpers import one_line_error
+
 DATA = Path(__file__).parents[1] / "data"
 AUDIOCLF = str(Path(sys.executable).with_name("audioclf"))
 SR = 8000
@@ -24,14 +26,6 @@ SR = 8000
 def run(*args):
     return subprocess.run([AUDIOCLF, *args], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-
-
-def _one_line_error(proc):
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +79,7 @@ def test_train_writes_a_bundle_and_a_report(trained):
 def test_from_writes_a_new_version_and_never_overwrites(trained, clips, tmp_path):
     out, _, _ = trained
     before = {p.name: file_sha256(p) for p in out.iterdir()}
-    line = _one_line_error(run("train", str(clips), "--from", str(out), "--out", str(out), "--epochs", "1"))
+    line = one_line_error(run("train", str(clips), "--from", str(out), "--out", str(out), "--epochs", "1"))
     assert "never overwritten" in line and str(out) in line
     new = tmp_path / "smn-2"
     proc = run("train", str(clips), "--from", str(out), "--out", str(new), "--freeze-features", "--epochs", "1",
@@ -121,23 +115,23 @@ def test_a_bundle_with_a_wrong_manifest_is_refused(trained, clips, tmp_path):
     data = json.loads((bad / MANIFEST).read_text())
     data["window_s"] = 0.99991
     (bad / MANIFEST).write_text(json.dumps(data))
-    line = _one_line_error(run("evaluate", str(bad), str(clips), "--report", str(tmp_path / "r")))
+    line = one_line_error(run("evaluate", str(bad), str(clips), "--report", str(tmp_path / "r")))
     assert str(bad) in line and "whole samples" in line
     with open(bad / MODEL_FILE, "ab") as f:
         f.write(b"\0")
     data["window_s"] = 1.0
     (bad / MANIFEST).write_text(json.dumps(data))
-    line = _one_line_error(run("train", str(clips), "--from", str(bad), "--out", str(tmp_path / "x")))
+    line = one_line_error(run("train", str(clips), "--from", str(bad), "--out", str(tmp_path / "x")))
     assert "does not match its manifest" in line
     assert not (tmp_path / "r").exists() and not (tmp_path / "x").exists()
 
 
 def test_bad_requests_are_one_line_errors(clips, tmp_path):
-    line = _one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--arch", "transformer"))
+    line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--arch", "transformer"))
     assert "unknown architecture 'transformer'" in line
-    line = _one_line_error(run("train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")))
+    line = one_line_error(run("train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")))
     assert "no training data" in line
-    line = _one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--test-group", "martians"))
+    line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--test-group", "martians"))
     assert "martians" in line
-    line = _one_line_error(run("evaluate", "no-such-bundle", str(clips), "--report", str(tmp_path / "r")))
+    line = one_line_error(run("evaluate", "no-such-bundle", str(clips), "--report", str(tmp_path / "r")))
     assert "no-such-bundle" in line
