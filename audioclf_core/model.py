@@ -6,9 +6,12 @@ TensorFlow is imported here, lazily, the first time a model is loaded.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -19,33 +22,76 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
+# One redirect of fd 2 for the whole process, however many threads ask for it: each
+# ``quiet_native_stderr`` block takes a share, the first one in redirects, the last one out
+# restores. Two threads saving and restoring fd 2 on their own would interleave and could
+# leave it pointing at /dev/null for good.
+_QUIET_LOCK = threading.Lock()
+_quiet: dict = {"depth": 0, "saved_fd": -1, "stderr": None}
+
+
+def _quiet_enter() -> bool:
+    """Take a share of the redirect; False when there is no real fd 2 behind ``sys.stderr``."""
+    with _QUIET_LOCK:
+        if _quiet["depth"]:
+            _quiet["depth"] += 1
+            return True
+        try:
+            if sys.stderr.fileno() != 2:
+                return False
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return False  # no real stderr (captured, embedded): nothing to protect
+        sys.stderr.flush()
+        saved = os.dup(2)
+        old = sys.stderr
+        # Python's own writes (messages, tracebacks) go to a duplicate of the real stderr.
+        sys.stderr = open(saved, "w", buffering=1, encoding=old.encoding or "utf-8", errors="backslashreplace",
+                          closefd=False)
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        _quiet.update(depth=1, saved_fd=saved, stderr=old)
+        return True
+
+
+def _quiet_leave() -> None:
+    with _QUIET_LOCK:
+        _quiet["depth"] -= 1
+        if _quiet["depth"]:
+            return
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = _quiet["stderr"]
+        os.dup2(_quiet["saved_fd"], 2)
+        os.close(_quiet["saved_fd"])
+        _quiet.update(saved_fd=-1, stderr=None)
+
+
 @contextlib.contextmanager
-def quiet_native_stderr(*, force: bool = False):
-    """Silence fd 2 while TensorFlow's or LiteRT's C++ side starts.
+def quiet_native_stderr(*, force: bool = False, verbose_env: str = "AUDIOCLF_TF_VERBOSE") -> Iterator[None]:
+    """Send what C libraries write to fd 2 to /dev/null, keep Python's stderr.
 
     TensorFlow logs its oneDNN and CPU-feature banners before its logger reads
-    ``TF_CPP_MIN_LOG_LEVEL``, and LiteRT announces its XNNPACK delegate, so
-    only an fd-level redirect hides them. Python exceptions are unaffected;
-    ``AUDIOCLF_TF_VERBOSE=1`` shows everything. Without ``force`` nothing is
-    redirected once TensorFlow is imported (its banners are behind it).
+    ``TF_CPP_MIN_LOG_LEVEL``, LiteRT announces its XNNPACK delegate, and
+    PortAudio and ALSA print traces, all straight to fd 2: only an fd-level
+    redirect hides them. Python's ``sys.stderr`` points at a duplicate of the
+    real stderr meanwhile, so our own messages and tracebacks still show. Safe to
+    nest and to use from several threads at once.
+
+    Parameters
+    ----------
+    force : bool
+        Redirect even when TensorFlow is already imported (without it, nothing is
+        redirected then: TensorFlow's banners are behind it).
+    verbose_env : str
+        An environment variable that, when set, shows everything.
     """
-    if os.environ.get("AUDIOCLF_TF_VERBOSE") or (not force and "tensorflow" in sys.modules):
+    if os.environ.get(verbose_env) or (not force and "tensorflow" in sys.modules) or not _quiet_enter():
         yield
         return
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (captured, embedded)
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), fd)
         yield
     finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+        _quiet_leave()
 
 
 def import_keras():

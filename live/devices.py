@@ -9,14 +9,11 @@ of ours, not a page of C traces.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import sys
 from dataclasses import dataclass
-from typing import Iterator
 
 from audioclf_core.errors import AudioClfError, ParameterError
+from audioclf_core.model import quiet_native_stderr
 
 MIN_RATE = 1_000
 MAX_RATE = 384_000
@@ -67,40 +64,15 @@ class InputDevice:
         return f"#{self.index} {self.name!r}"
 
 
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
+def native_stderr_silenced():
     """Send what C libraries write to fd 2 to /dev/null, keep Python's stderr.
 
-    Python's ``sys.stderr`` is pointed at a duplicate of the real stderr for the
-    duration, so our own messages (and tracebacks) still show, while
-    PortAudio's and ALSA's traces, which they write to fd 2 from any thread,
-    do not. ``AUDIOCLF_LIVE_VERBOSE=1`` shows everything.
+    PortAudio's and ALSA's traces, which they write to fd 2 from any thread, are
+    hidden while our own messages (and tracebacks) still show: the core's
+    :func:`~audioclf_core.model.quiet_native_stderr`. ``AUDIOCLF_LIVE_VERBOSE=1``
+    shows everything.
     """
-    if os.environ.get(VERBOSE_ENV):
-        yield
-        return
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        yield  # no real stderr (captured, embedded): nothing to protect
-        return
-    if fd != 2:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    old = sys.stderr
-    sys.stderr = open(saved, "w", buffering=1, encoding=old.encoding or "utf-8", errors="backslashreplace", closefd=False)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        sys.stderr.close()
-        sys.stderr = old
-        os.dup2(saved, 2)
-        os.close(saved)
+    return quiet_native_stderr(force=True, verbose_env=VERBOSE_ENV)
 
 
 def sounddevice():

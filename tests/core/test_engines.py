@@ -171,3 +171,33 @@ print(json.dumps(out))
     assert out["litert"]["labels"] == out["keras"]["labels"] and len(out["litert"]["labels"]) > 0
     np.testing.assert_allclose(out["litert"]["probs"], out["keras"]["probs"], atol=1e-4)
     assert "XNNPACK" not in r.stderr  # LiteRT's delegate banner is kept off the terminal
+
+
+def test_the_fd2_redirect_hides_c_output_keeps_python_stderr_and_survives_overlapping_threads():
+    """Threads enter and leave the redirect out of order; afterwards fd 2 is the real stderr again."""
+    code = r"""
+import os, sys, threading
+from audioclf_core.model import quiet_native_stderr
+a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+def a():
+    with quiet_native_stderr(force=True):
+        a_in.set(); b_in.wait(); os.write(2, b"hidden-a\n")
+    a_out.set()
+def b():
+    a_in.wait()
+    with quiet_native_stderr(force=True):
+        b_in.set(); a_out.wait()
+        os.write(2, b"hidden-b\n")
+        print("python-visible", file=sys.stderr)
+ts = [threading.Thread(target=f) for f in (a, b)]
+[t.start() for t in ts]; [t.join() for t in ts]
+with quiet_native_stderr(force=True):
+    with quiet_native_stderr(force=True):
+        os.write(2, b"hidden-nested\n")
+    os.write(2, b"hidden-outer\n")
+os.write(2, b"fd2-restored\n")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "hidden" not in r.stderr
+    assert "python-visible" in r.stderr and "fd2-restored" in r.stderr
