@@ -21,6 +21,7 @@ from scipy.stats import rankdata
 from .bundle import Bundle, load_bundle
 from .errors import ParameterError
 from .features import FeatureExtractor
+from .pipeline import mean_window_probs
 
 Log = Callable[[str], None]
 
@@ -182,11 +183,8 @@ def segment_probs(
         nonlocal pending, size
         if not pending:
             return
-        probs = predict(np.concatenate([w for _, w in pending]))
-        at = 0
-        for i, w in pending:
-            out[i] = probs[at: at + len(w)].mean(axis=0)
-            at += len(w)
+        for (i, _), p in zip(pending, mean_window_probs(predict, [w for _, w in pending])):
+            out[i] = p
         pending, size = [], 0
 
     for i, y in enumerate(clips):

@@ -155,6 +155,28 @@ class _Failed:
 RESAMPLE_QUALITY = "HQ"
 
 
+def mean_window_probs(predict: Callable[[np.ndarray], np.ndarray], windows: list[np.ndarray]) -> list[np.ndarray]:
+    """Each segment's probabilities: the mean over its windows, all segments in one forward pass.
+
+    Parameters
+    ----------
+    predict : callable
+        float32 ``(n, frames, features)`` -> float32 ``(n, n_labels)``.
+    windows : list of np.ndarray
+        Per segment, float32 ``(n_windows, frames, features)``.
+
+    Returns
+    -------
+    list of np.ndarray
+        Per segment, float32 ``(n_labels,)``.
+    """
+    if not windows:
+        return []
+    probs = predict(np.concatenate(windows))
+    bounds = np.cumsum([0] + [len(w) for w in windows])
+    return [probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 class Classifier:
     """Classifies recordings with one bundle.
 
@@ -284,11 +306,7 @@ class Classifier:
         list of np.ndarray
             Per segment, float32 ``(n_labels,)``.
         """
-        if not windows:
-            return []
-        probs = self.predictor(np.concatenate(windows))
-        bounds = np.cumsum([0] + [len(w) for w in windows])
-        return [probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
+        return mean_window_probs(self.predictor, windows)
 
     # -- internals ----------------------------------------------------------
     def _infer(self, pending: list[_Segment], open_: dict[str, RecordingOutcome]) -> None:
