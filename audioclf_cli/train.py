@@ -59,6 +59,7 @@ def run_train(
     name: str | None = None,
     version: str | None = None,
     report: str | Path | None = None,
+    workers: int = 2,
     console: Console | None = None,
 ):
     """Train (or fine-tune) a bundle and print its held-out figures; returns the :class:`TrainResult`."""
@@ -75,7 +76,7 @@ def run_train(
         batch_size=batch_size, patience=patience, test_groups=test_groups or (), val_groups=val_groups or (),
         test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat,
         max_windows_per_epoch=max_windows, time_budget_s=time_budget_s, name=name, version=version, report=report,
-        verbose=verbose, log=log,
+        verbose=verbose, log=log, workers=workers,
     )
     if console is not None:
         b = result.bundle
@@ -143,6 +144,7 @@ def train_command(
     name: Annotated[Optional[str], typer.Option(help="Bundle name (default: the preset's, or the parent's).")] = None,
     version: Annotated[Optional[str], typer.Option(help="Bundle version (default 1.0.0, or the parent's next minor version).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the held-out evaluation report (report.md, plots, tables) here.")] = None,
+    workers: Annotated[int, typer.Option(help="Threads that decode and augment training windows while the model trains.")] = 2,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Train a bundle on labelled clips (or fine-tune one with --from) and evaluate it on held-out groups."""
@@ -154,7 +156,7 @@ def train_command(
             learning_rate=learning_rate, batch_size=batch_size, patience=patience, test_groups=test_group,
             val_groups=val_group, test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat, max_windows=max_windows,
             time_budget_s=time_budget_min * 60 if time_budget_min else None, name=name, version=version,
-            report=report, console=None if quiet else err,
+            report=report, workers=workers, console=None if quiet else err,
         )
     except AudioClfError as exc:
         _fail(exc)

@@ -215,6 +215,9 @@ def export_litert(bundle: Bundle, path: str | Path, *, atol: float = EXPORT_ATOL
         diff = float(np.abs(got - want).max())
         if not diff <= atol:
             raise BundleError(f"LiteRT export of {bundle.name} differs from the Keras model by {diff:.2e} (> {atol:g})")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it owner-only; a bundle is read by other users (workers)
         os.replace(tmp, path)
         return path
     finally:

@@ -95,10 +95,17 @@ def quiet_native_stderr(*, force: bool = False, verbose_env: str = "AUDIOCLF_TF_
 
 
 def import_keras():
-    """Import Keras (and TensorFlow) quietly and register audioclf's layers."""
+    """Import Keras (and, on its default backend, TensorFlow) quietly and register audioclf's layers.
+
+    Keras's backend comes from ``KERAS_BACKEND`` as usual: training also runs on ``jax`` or
+    ``torch`` (a GPU machine without TensorFlow), and the ``.keras`` files it writes load
+    on the TensorFlow backend that serving uses.
+    """
     with quiet_native_stderr():
         import keras
-        import tensorflow  # noqa: F401
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow  # noqa: F401
 
         from . import layers as _layers  # noqa: F401  (registers custom layers)
     return keras
@@ -147,13 +154,17 @@ class Predictor:
     """
 
     def __init__(self, model, *, batch_size: int = 256) -> None:
-        import_keras()
-        import tensorflow as tf
-
+        keras = import_keras()
         self.model = model
         self.batch_size = int(batch_size)
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+            fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+            self._fn = lambda x: fn(x).numpy()
+        else:  # another backend (training on jax or torch): eager calls
+            self._fn = lambda x: keras.ops.convert_to_numpy(model(x, training=False))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities of each window.
@@ -171,5 +182,5 @@ class Predictor:
         n_out = self.model.output_shape[-1]
         if len(x) == 0:
             return np.zeros((0, n_out), dtype=np.float32)
-        out = [self._fn(x[i : i + self.batch_size]).numpy() for i in range(0, len(x), self.batch_size)]
+        out = [self._fn(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
         return np.concatenate(out).astype(np.float32, copy=False)

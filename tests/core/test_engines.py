@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -132,6 +133,8 @@ def test_attach_litert_adds_a_flatbuffer_without_touching_the_weights(bare_copy,
     after = attach_litert(bare_copy)
     assert after.sha256 == before.sha256 and after.version == before.version
     assert after.litert_path == bare_copy / LITERT_FILE
+    mode = after.litert_path.stat().st_mode & 0o777
+    assert mode == (bare_copy / "model.keras").stat().st_mode & 0o777, oct(mode)  # readable as the weights are
     assert attach_litert(bare_copy).manifest == after.manifest  # idempotent
     got = load_engine(after, engine="litert")(real_windows)
     np.testing.assert_allclose(got, KerasEngine(after)(real_windows), atol=1e-4)
@@ -201,3 +204,63 @@ os.write(2, b"fd2-restored\n")
     assert r.returncode == 0, r.stderr
     assert "hidden" not in r.stderr
     assert "python-visible" in r.stderr and "fd2-restored" in r.stderr
+
+
+def _on_jax(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["speech-music-noise", "digits"])
+def test_bundles_answer_the_same_on_the_jax_backend(tmp_path, name):
+    """A bundle is backend-neutral (digits 1.2.0 was trained on jax): in a fresh process on Keras's
+    jax backend it gives TensorFlow's probabilities, and TensorFlow is never imported there."""
+    from audioclf_core.model import Predictor
+
+    b = load_bundle(name)
+    x = np.random.default_rng(3).standard_normal((37, *b.input_shape)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = _on_jax(f"""
+import sys, numpy as np, keras
+from audioclf_core.bundle import load_bundle
+from audioclf_core.model import Predictor
+np.save("p.npy", Predictor(load_bundle({name!r}).model, batch_size=16)(np.load("x.npy")))
+print(keras.backend.backend(), "tensorflow" in sys.modules)
+""", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-2:] == ["jax", "False"]
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), Predictor(b.model)(x), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_bundle_trained_on_jax_loads_and_answers_the_same_on_tensorflow(tmp_path):
+    """Train a tiny bundle on jax (as on a GPU machine without TensorFlow); here, on TensorFlow,
+    it loads, records its backend, and predicts what it predicted there."""
+    data = REPO / "tests" / "data"
+    r = _on_jax(f"""
+import numpy as np, pandas as pd, soundfile as sf
+from dataclasses import replace
+from audioclf_core.training import PRESETS, train
+labels = pd.read_csv({str(data / "labels.csv")!r})
+rows = [{{"path": {str(data)!r} + "/" + f, "label": lab, "group": f.split("_")[1], "synthetic": 0}}
+        for f, lab in zip(labels["file"], labels["label"])]
+preset = replace(PRESETS["smn"], labels=(), noise_label=None)  # the clips' own labels: speech, music
+res = train(pd.DataFrame(rows), out="bundle", arch="resnet", preset=preset, arch_kwargs={{"width": 4}}, epochs=1,
+            batch_size=16, max_windows_per_epoch=32, test_fraction=0.0, val_fraction=0.0, seed=1, verbose=0, workers=1)
+y, _ = sf.read({str(data / "speech_en_transfer.wav")!r}, dtype="float32")
+x = res.bundle.features.windows(y, window=res.bundle.window_samples, hop=res.bundle.hop_samples)
+np.save("x.npy", x)
+np.save("p.npy", res.bundle.model.predict_on_batch(x))
+""", tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from audioclf_core.model import Predictor
+
+    b = load_bundle(tmp_path / "bundle")
+    assert b.manifest.provenance["training"]["keras_backend"] == "jax"
+    assert b.litert_path is None  # no converter without TensorFlow: the engine exports one when first asked
+    x = np.load(tmp_path / "x.npy")
+    want = np.load(tmp_path / "p.npy")
+    assert want.shape == (len(x), 2) and np.allclose(want.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(Predictor(b.model)(x), want, atol=1e-5)
+    np.testing.assert_allclose(load_engine(b, engine="litert", cache_dir=tmp_path / "cache")(x), want, atol=1e-4)
