@@ -18,6 +18,7 @@ from audioclf_core.errors import BundleError, ParameterError
 from audioclf_core.evaluation import Evaluation, confusion_matrix, evaluate_bundle, roc_auc_ovr, write_report
 from audioclf_core.features import FeatureExtractor
 from audioclf_core.training import (
+    time_stretch,
     PRESETS,
     AugmentParams,
     WindowSampler,
@@ -25,6 +26,7 @@ from audioclf_core.training import (
     band_limit,
     group_split,
     load_table,
+    mask_window,
     mix_noise,
     mu_law,
     rms,
@@ -261,6 +263,48 @@ def test_augmentations_do_what_they_say():
         assert 0.2 < flat < 0.95, flat  # +3 dB clips ~50 % of a sine's samples, +20 dB ~94 %
     y = augment(mid, sr=SR, params=AugmentParams(p_clip=0, **quiet), rng=rng)
     assert np.abs(y).max() == pytest.approx(10 ** (-6 / 20), rel=1e-4)  # no overdrive: the drawn peak, unclipped
+
+
+@pytest.mark.parametrize("rate", [0.4, 0.7, 1.3])
+def test_time_stretch_changes_tempo_not_pitch(rate):
+    # Two tones gated on and off: the gaps' times scale by 1/rate, the tones' pitches stay.
+    t = np.arange(2 * SR) / SR
+    gate = (np.floor(t * 4) % 2 == 0).astype(np.float32)  # on 0.25 s, off 0.25 s
+    y = (0.3 * np.sin(2 * np.pi * 500 * t) + 0.2 * np.sin(2 * np.pi * 1300 * t)).astype(np.float32) * gate
+    z = time_stretch(y, rate)
+    assert z.dtype == np.float32 and len(z) == round(len(y) / rate) and np.isfinite(z).all()
+    spec = np.abs(np.fft.rfft(z * np.hanning(len(z))))
+    f = np.fft.rfftfreq(len(z), 1 / SR)
+    near = (np.abs(f - 500) < 40) | (np.abs(f - 1300) < 40)
+    assert np.sum(spec[near] ** 2) > 0.8 * np.sum(spec ** 2)  # the energy stays at the two pitches
+    for tone in (500, 1300):
+        band = np.abs(f - tone) < 200
+        assert f[band][np.argmax(spec[band])] == pytest.approx(tone, abs=3)
+    env = np.convolve(np.abs(z), np.ones(80) / 80, mode="same")
+    rises = np.flatnonzero(np.diff((env > 0.1).astype(int)) == 1) / SR
+    onsets = [r for i, r in enumerate(rises) if i == 0 or r - rises[i - 1] > 0.15]  # ripples on an edge count once
+    assert len(onsets) >= 3 and np.allclose(np.diff(onsets), 0.5 / rate, atol=0.03)  # one tone burst every 0.5 s of the original
+    assert time_stretch(y, 1.0) is y or np.array_equal(time_stretch(y, 1.0), y)
+
+
+def test_mask_window_masks_one_band_run_and_one_frame_run():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((97, 40)).astype(np.float32)
+    widths = []
+    for _ in range(50):
+        m = mask_window(x, bands=6, frames=10, rng=rng)
+        assert m.shape == x.shape and not np.shares_memory(m, x)
+        cols = np.flatnonzero(np.all(m == x.mean(), axis=0))
+        rows = np.flatnonzero(np.all(m == x.mean(), axis=1))
+        assert len(cols) <= 6 and len(rows) <= 10
+        assert len(cols) == 0 or np.all(np.diff(cols) == 1)
+        assert len(rows) == 0 or np.all(np.diff(rows) == 1)
+        keep = np.ones_like(x, bool)
+        keep[:, cols] = False
+        keep[rows, :] = False
+        assert np.array_equal(m[keep], x[keep])  # nothing else touched
+        widths.append(len(cols))
+    assert max(widths) >= 4  # masks are really drawn, not always empty
 
 
 @pytest.mark.parametrize("crop", ["window", "whole"])
