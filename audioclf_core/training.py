@@ -764,7 +764,7 @@ def search_configs(arch: str, n: int, *, seed: int, base: Mapping[str, Any], lea
 
 def measure_speed(model, *, batch: int = 1024, repeats: int = 4) -> dict:
     """Windows per second of ``model`` through :class:`~audioclf_core.model.Predictor`."""
-    from .model import Predictor
+    from .model import Predictor, import_keras
 
     pred = Predictor(model, batch_size=batch)
     x = np.random.default_rng(0).standard_normal((batch, *model.input_shape[1:])).astype(np.float32)
@@ -775,7 +775,8 @@ def measure_speed(model, *, batch: int = 1024, repeats: int = 4) -> dict:
         pred(x)
         best = min(best, time.perf_counter() - t0)
     return {"windows_per_s": round(batch / best), "ms_per_window": round(1000 * best / batch, 4), "batch": batch,
-            "cpus": os.cpu_count(), "measured_with": "audioclf_core.model.Predictor, best of %d" % repeats}
+            "cpus": os.cpu_count(), "keras_backend": import_keras().backend.backend(),
+            "measured_with": "audioclf_core.model.Predictor, best of %d" % repeats}
 
 
 def _clean_copy(model):
