@@ -134,16 +134,24 @@ def batch_size(n: int, *, workers: int, most: int) -> int:
     return max(1, min(most, math.ceil(n / (2 * workers)))) if n else 1
 
 
-@flow(name="classify-batches")
-def classify_batches(batches: list[list[RecordingRef]], parts: list[str], out: str, spec: ClassifySpec) -> list[BatchSummary | str]:
-    """Run the batch tasks; a batch that fails after its retries comes back as its error message."""
-    futures = [classify_batch.submit(b, out=out, spec=spec, part=p) for b, p in zip(batches, parts)]
-    results: list[BatchSummary | str] = []
-    for fut in futures:
-        try:
-            results.append(fut.result())
-        except Exception as exc:  # failures are data here; the parent flow decides
-            results.append(f"{type(exc).__name__}: {exc}")
+def classify_batches(batches: list[list[RecordingRef]], parts: list[str], out: str, spec: ClassifySpec,
+                     options: ArchiveOptions) -> list[BatchSummary | str]:
+    """Run the batch tasks on the run's task runner; a batch that fails after its retries comes
+    back as its error message.
+
+    The runner is chosen at run time (threads or Dask, how many workers), so the tasks are
+    submitted to it directly: they are task runs of the calling flow run, with no subflow
+    between (a subflow cost three more API round trips per run).
+    """
+    with _task_runner(options) as runner:
+        futures = [runner.submit(classify_batch, parameters={"refs": b, "out": out, "spec": spec, "part": p})
+                   for b, p in zip(batches, parts)]
+        results: list[BatchSummary | str] = []
+        for fut in futures:
+            try:
+                results.append(fut.result())
+            except Exception as exc:  # failures are data here; the parent flow decides
+                results.append(f"{type(exc).__name__}: {exc}")
     return results
 
 
@@ -186,7 +194,7 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
 
     if batches:
         parts = [part_name(b, spec) for b in batches]
-        results = classify_batches.with_options(task_runner=_task_runner(options))(batches, parts, out, spec)
+        results = classify_batches(batches, parts, out, spec, options)
         for res in results:
             if isinstance(res, str):
                 summary.failed_batches += 1

@@ -301,9 +301,6 @@ def task_runs_under(flow_run_id, *, expect: int, name_prefix: str = "", timeout_
 
 
 def batch_runs(flow_run_id, n: int) -> list:
-    """The ``classify-<part>`` task runs under a flow run, once ``n`` have finished.
-
-    (Not the task run that stands for the ``classify-batches`` subflow in its parent.)
-    """
-    runs = task_runs_under(flow_run_id, expect=n + 1, name_prefix="classify-")
+    """The ``classify-<part>`` task runs under a flow run, once ``n`` have finished."""
+    runs = task_runs_under(flow_run_id, expect=n, name_prefix="classify-")
     return [t for t in runs if re.fullmatch(r"classify-[0-9a-f]{24}", t.name)]

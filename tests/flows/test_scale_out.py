@@ -28,6 +28,8 @@ def test_dask_gives_the_tables_of_the_thread_runner(tmp_path, truth):
     # The batch tasks ran on the workers and were recorded by the same API as the flow.
     batches = batch_runs(state.state_details.flow_run_id, 4)
     assert len(batches) == 4 and all(t.state.is_completed() for t in batches)
+    # ... as task runs of the archive's own flow run: no subflow stands between (one costs API round trips).
+    assert {t.flow_run_id for t in batches} == {state.state_details.flow_run_id}
 
     dask_recs = ResultStore(str(tmp_path / "dask")).read_recordings()
     thread_recs = ResultStore(str(tmp_path / "threads")).read_recordings()
