@@ -583,6 +583,7 @@ class WindowSampler:
             want = self.window
             if rng.random() < p.p_short:
                 want = int(rng.uniform(*p.short_s) * sr)
+            # A tempo change reads want * tempo samples (plus one vocoder frame for its edges).
             need = min(len(y), int(round(want * factor * tempo)) + (256 if tempo != 1.0 else 0))
             start = int(rng.integers(0, len(y) - need + 1))
             seg = y[start: start + need]
