@@ -294,18 +294,8 @@ class Classifier:
         return next(iter(self.classify([uri])))
 
     def segment_probs(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """Mean window probabilities of each segment, in one forward pass.
-
-        Parameters
-        ----------
-        windows : list of np.ndarray
-            Per segment, float32 ``(n_windows, frames, features)``.
-
-        Returns
-        -------
-        list of np.ndarray
-            Per segment, float32 ``(n_labels,)``.
-        """
+        """:func:`mean_window_probs` with this classifier's engine: per segment (float32
+        ``(n_windows, frames, features)``), its windows' mean probabilities (``(n_labels,)``)."""
         return mean_window_probs(self.predictor, windows)
 
     # -- internals ----------------------------------------------------------

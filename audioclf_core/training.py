@@ -382,7 +382,11 @@ def change_speed(y: np.ndarray, factor: float, *, sr: int) -> np.ndarray:
     return soxr.resample(y, sr, sr / factor, quality="LQ").astype(np.float32)
 
 
-def time_stretch(y: np.ndarray, rate: float, *, n_fft: int = 256, hop: int = 64) -> np.ndarray:
+# Frame of the tempo change's phase vocoder: 32 ms at 8 kHz, enough for voice partials.
+STRETCH_N_FFT = 256
+
+
+def time_stretch(y: np.ndarray, rate: float, *, n_fft: int = STRETCH_N_FFT, hop: int = 64) -> np.ndarray:
     """Play ``y`` at ``rate`` times its tempo without moving its pitch (phase vocoder).
 
     The short-time spectrum is read at ``rate`` frames per output frame. Each spectral peak's
@@ -584,7 +588,7 @@ class WindowSampler:
             if rng.random() < p.p_short:
                 want = int(rng.uniform(*p.short_s) * sr)
             # A tempo change reads want * tempo samples (plus one vocoder frame for its edges).
-            need = min(len(y), int(round(want * factor * tempo)) + (256 if tempo != 1.0 else 0))
+            need = min(len(y), int(round(want * factor * tempo)) + (STRETCH_N_FFT if tempo != 1.0 else 0))
             start = int(rng.integers(0, len(y) - need + 1))
             seg = y[start: start + need]
             if factor != 1.0:
