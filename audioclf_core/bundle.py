@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import BundleError
 from .features import FeatureExtractor
-from .params import FeatureParams, SilenceParams
+from .params import FeatureParams, Pooling, SilenceParams
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.keras"
@@ -53,6 +53,8 @@ class Manifest(BaseModel):
     hop_s: float = Field(gt=0, le=60)
     features: FeatureParams
     silence: SilenceParams = SilenceParams()
+    # Bundles written before this field existed averaged their windows: "mean" keeps their figures.
+    pooling: Pooling = "mean"
     architecture: str = ""
     provenance: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] = Field(default_factory=dict)
@@ -142,6 +144,11 @@ class Bundle:
     @property
     def hop_samples(self) -> int:
         return int(round(self.manifest.hop_s * self.sample_rate))
+
+    @property
+    def pooling(self) -> str:
+        """How segment probabilities pool window probabilities ("mean" or "energy")."""
+        return self.manifest.pooling
 
     @cached_property
     def features(self) -> FeatureExtractor:

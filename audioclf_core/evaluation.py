@@ -1,7 +1,8 @@
 """Held-out evaluation of a window classifier: metrics, tables, plots and a one-page report.
 
 The unit is the *segment*: each clip is cut into the bundle's windows by
-:meth:`FeatureExtractor.windows` and its windows' probabilities are averaged, exactly as
+:meth:`FeatureExtractor.windows` and its windows' probabilities are pooled as the bundle's
+manifest says (:func:`audioclf_core.pipeline.pool_windows`), exactly as
 :class:`audioclf_core.pipeline.Classifier` scores a segment. Metrics are computed here with
 numpy (accuracy, per-class precision / recall / F1, macro F1, one-vs-rest ROC-AUC, the
 confusion matrix); plots use matplotlib's Agg backend, imported only when a report is written.
@@ -21,7 +22,7 @@ from scipy.stats import rankdata
 from .bundle import Bundle, load_bundle
 from .errors import ParameterError
 from .features import FeatureExtractor
-from .pipeline import mean_window_probs
+from .pipeline import pooled_window_probs
 
 Log = Callable[[str], None]
 
@@ -81,7 +82,7 @@ class Evaluation:
     y_true : np.ndarray
         int, shape ``(n,)``: index of each segment's true label.
     probs : np.ndarray
-        float32, shape ``(n, len(labels))``: mean window probabilities per segment.
+        float32, shape ``(n, len(labels))``: pooled window probabilities per segment.
     files, groups : list of str
         Where each segment came from.
     """
@@ -168,28 +169,30 @@ class Evaluation:
 # --------------------------------------------------------------------------------------
 def segment_probs(
     predict: Callable[[np.ndarray], np.ndarray], clips: Sequence[np.ndarray], *, fx: FeatureExtractor, window: int,
-    hop: int, n_labels: int, batch_windows: int = 8192,
+    hop: int, n_labels: int, pooling: str = "mean", batch_windows: int = 8192,
 ) -> np.ndarray:
-    """Mean window probabilities per clip, float32 ``(len(clips), n_labels)``.
+    """Pooled window probabilities per clip, float32 ``(len(clips), n_labels)``.
 
-    Windows of many clips are pooled into batches of about ``batch_windows``, as the
-    pipeline pools segments.
+    Windows of many clips are gathered into batches of about ``batch_windows``, as the
+    pipeline gathers segments, and pooled per clip as the pipeline pools a segment's
+    (see :func:`audioclf_core.pipeline.pool_windows`).
     """
     out = np.zeros((len(clips), n_labels), dtype=np.float32)
-    pending: list[tuple[int, np.ndarray]] = []
+    pending: list[tuple[int, np.ndarray, np.ndarray]] = []
     size = 0
 
     def flush() -> None:
         nonlocal pending, size
         if not pending:
             return
-        for (i, _), p in zip(pending, mean_window_probs(predict, [w for _, w in pending])):
+        pooled = pooled_window_probs(predict, [w for _, w, _ in pending], [pw for _, _, pw in pending], pooling=pooling)
+        for (i, _, _), p in zip(pending, pooled):
             out[i] = p
         pending, size = [], 0
 
     for i, y in enumerate(clips):
         w = fx.windows(y, window=window, hop=hop)
-        pending.append((i, w))
+        pending.append((i, w, fx.window_power(y, window=window, hop=hop)))
         size += len(w)
         if size >= batch_windows:
             flush()
@@ -199,9 +202,11 @@ def segment_probs(
 
 def evaluate_clips(
     model, clips: Sequence[np.ndarray], true_labels: Sequence[str], *, labels: Sequence[str], fx: FeatureExtractor,
-    window: int, hop: int, files: Sequence[str] | None = None, groups: Sequence[str] | None = None,
+    window: int, hop: int, pooling: str = "mean", files: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> Evaluation:
-    """Score a Keras model on clips with known labels (see :class:`Evaluation`)."""
+    """Score a Keras model on clips with known labels (see :class:`Evaluation`); a clip's
+    windows pool as ``pooling`` says (the bundle's :attr:`Manifest.pooling`)."""
     from .model import Predictor
 
     labels = tuple(labels)
@@ -209,7 +214,8 @@ def evaluate_clips(
     unknown = sorted(set(true_labels) - set(labels))
     if unknown:
         raise ParameterError(f"labels {unknown} are not among the model's labels {list(labels)}")
-    probs = segment_probs(Predictor(model, batch_size=1024), clips, fx=fx, window=window, hop=hop, n_labels=len(labels))
+    probs = segment_probs(Predictor(model, batch_size=1024), clips, fx=fx, window=window, hop=hop, n_labels=len(labels),
+                          pooling=pooling)
     n = len(clips)
     return Evaluation(labels=labels, y_true=np.array([index[t] for t in true_labels], dtype=int), probs=probs,
                       files=list(files) if files is not None else [str(i) for i in range(n)],
@@ -267,7 +273,7 @@ def evaluate_bundle(
     if condition == "telephone":
         clips = [telephone(c, sr=b.sample_rate) for c in clips]
     return evaluate_clips(b.model, clips, table["label"].tolist(), labels=b.labels, fx=b.features,
-                          window=b.window_samples, hop=b.hop_samples, files=table["path"].tolist(),
+                          window=b.window_samples, hop=b.hop_samples, pooling=b.pooling, files=table["path"].tolist(),
                           groups=table["group"].tolist())
 
 
@@ -375,8 +381,8 @@ def write_report(
         for n, e in evaluations.items()])
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in context.items()]
-    lines += ["", "Unit: one segment (a held-out clip), scored as the pipeline scores a segment: the mean of its "
-              "windows' probabilities. Held-out groups (voices, packages, kinds) were never seen in training.", "",
+    lines += ["", "Unit: one segment (a held-out clip), scored as the pipeline scores a segment: its windows' "
+              "probabilities pooled as the bundle says (see the contract above). Held-out groups (voices, packages, kinds) were never seen in training.", "",
               "## Summary", "", _md_table(summary), "",
               f"## Per class ({names[0]})", "", _md_table(pc), "",
               f"## Confusion matrix ({names[0]}; rows true, columns predicted)", "",

@@ -188,3 +188,27 @@ class FeatureExtractor:
         if covered < y.size:
             out = np.concatenate([out, self.frames(y[-window:])[None]], axis=0)
         return self.normalize(out)
+
+    @staticmethod
+    def window_power(y: np.ndarray, *, window: int, hop: int) -> np.ndarray:
+        """Mean power (mean square) of each window that :meth:`windows` cuts from ``y``.
+
+        Same windows, same order, same zero padding of a short segment; float64
+        ``(n_windows,)``. Computed from the samples, since window-normalised features
+        no longer say how loud a window was.
+        """
+        y = np.asarray(y, dtype=np.float32)
+        if y.size < window:
+            y64 = y.astype(np.float64)
+            return np.array([float(np.dot(y64, y64)) / window])
+        n_win = 1 + (y.size - window) // hop
+        starts = np.arange(n_win) * hop
+        if (n_win - 1) * hop + window < y.size:
+            starts = np.append(starts, y.size - window)
+        ends = starts + window
+        # Sum y**2 between consecutive window edges in float32 (one pass, no float64 copy: 20x
+        # cheaper than a float64 cumsum), then add those blocks up in float64.
+        edges = np.unique(np.concatenate([starts, ends]))  # the last edge is y.size
+        blocks = np.add.reduceat(y * y, edges[:-1])
+        prefix = np.concatenate([[0.0], np.cumsum(blocks, dtype=np.float64)])
+        return (prefix[np.searchsorted(edges, ends)] - prefix[np.searchsorted(edges, starts)]) / window

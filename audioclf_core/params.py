@@ -121,6 +121,11 @@ class FeatureParams(_Frozen):
 
 ChannelMode = Literal["mix", "split"]
 
+# How a segment's window probabilities become the segment's (a bundle's manifest says which):
+# "mean" weighs every window alike; "energy" weighs each by its mean power.
+Pooling = Literal["mean", "energy"]
+POOLINGS: tuple[str, ...] = ("mean", "energy")
+
 
 def given(**values):
     """The keyword arguments that were given, not None.

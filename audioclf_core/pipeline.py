@@ -30,7 +30,7 @@ from .audio_io import AudioInfo, mix_to_mono, open_audio
 from .bundle import Bundle
 from .engines import ENGINES, load_engine
 from .errors import AudioClfError, DecodeError, ParameterError, SourceUnavailableError
-from .params import ChannelMode, SilenceParams
+from .params import POOLINGS, ChannelMode, SilenceParams
 from .segment import SegmentedStream
 
 MIX = -1  # ``channel`` of rows from the mono mix
@@ -129,6 +129,7 @@ class _Segment:
     start_s: float
     end_s: float
     windows: np.ndarray  # float32 (n_windows, frames, features)
+    power: np.ndarray  # float64 (n_windows,): each window's mean power
     probs: np.ndarray | None = None
 
 
@@ -155,8 +156,44 @@ class _Failed:
 RESAMPLE_QUALITY = "HQ"
 
 
-def mean_window_probs(predict: Callable[[np.ndarray], np.ndarray], windows: list[np.ndarray]) -> list[np.ndarray]:
-    """Each segment's probabilities: the mean over its windows, all segments in one forward pass.
+def pool_windows(probs: np.ndarray, power: np.ndarray | None, pooling: str) -> np.ndarray:
+    """One segment's probabilities from its windows' (see :attr:`Manifest.pooling`).
+
+    Parameters
+    ----------
+    probs : np.ndarray
+        float32 ``(n_windows, n_labels)``.
+    power : np.ndarray or None
+        Each window's mean power (:meth:`FeatureExtractor.window_power`); needed for
+        ``"energy"``.
+    pooling : {"mean", "energy"}
+        ``"mean"``: every window counts the same. ``"energy"``: each window counts in
+        proportion to its power, so a syllable decides a segment that is mostly the room
+        noise around it (the segmenter keeps noise above its threshold in the segment).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(n_labels,)``.
+    """
+    if pooling not in POOLINGS:
+        raise ParameterError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
+    if pooling == "mean" or len(probs) == 1:
+        return probs.mean(axis=0)
+    if power is None or len(power) != len(probs):
+        raise ParameterError(f"energy pooling needs one power per window ({len(probs)} windows)")
+    top = float(np.max(power))
+    if not top > 0:  # digital silence throughout: nothing to weigh by
+        return probs.mean(axis=0)
+    w = (np.asarray(power, dtype=np.float64) / top).astype(np.float32)
+    return (w @ probs) / w.sum()
+
+
+def pooled_window_probs(
+    predict: Callable[[np.ndarray], np.ndarray], windows: list[np.ndarray], powers: list[np.ndarray] | None = None,
+    *, pooling: str = "mean",
+) -> list[np.ndarray]:
+    """Each segment's probabilities, pooled over its windows, all segments in one forward pass.
 
     Parameters
     ----------
@@ -164,6 +201,10 @@ def mean_window_probs(predict: Callable[[np.ndarray], np.ndarray], windows: list
         float32 ``(n, frames, features)`` -> float32 ``(n, n_labels)``.
     windows : list of np.ndarray
         Per segment, float32 ``(n_windows, frames, features)``.
+    powers : list of np.ndarray, optional
+        Per segment, its windows' mean power (needed for ``pooling="energy"``).
+    pooling : {"mean", "energy"}
+        See :func:`pool_windows`.
 
     Returns
     -------
@@ -174,7 +215,9 @@ def mean_window_probs(predict: Callable[[np.ndarray], np.ndarray], windows: list
         return []
     probs = predict(np.concatenate(windows))
     bounds = np.cumsum([0] + [len(w) for w in windows])
-    return [probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
+    if powers is None:
+        powers = [None] * len(windows)
+    return [pool_windows(probs[a:b], pw, pooling) for a, b, pw in zip(bounds[:-1], bounds[1:], powers)]
 
 
 class Classifier:
@@ -241,7 +284,7 @@ class Classifier:
     @property
     def params_sha256(self) -> str:
         """Hash of everything besides the model that changes the results."""
-        return hash_params(self.silence, self.channels)
+        return hash_params(self.silence, self.channels, self.bundle.pooling)
 
     def tables(self, outcomes: Iterable[RecordingOutcome]):
         """The result contract's two tables for these outcomes (see :func:`to_tables`)."""
@@ -293,14 +336,15 @@ class Classifier:
         """Classify a single recording."""
         return next(iter(self.classify([uri])))
 
-    def segment_probs(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """:func:`mean_window_probs` with this classifier's engine: per segment (float32
-        ``(n_windows, frames, features)``), its windows' mean probabilities (``(n_labels,)``)."""
-        return mean_window_probs(self.predictor, windows)
+    def segment_probs(self, windows: list[np.ndarray], powers: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """:func:`pooled_window_probs` with this classifier's engine and the bundle's pooling:
+        per segment (float32 ``(n_windows, frames, features)``, and its windows' power), its
+        probabilities (``(n_labels,)``)."""
+        return pooled_window_probs(self.predictor, windows, powers, pooling=self.bundle.pooling)
 
     # -- internals ----------------------------------------------------------
     def _infer(self, pending: list[_Segment], open_: dict[str, RecordingOutcome]) -> None:
-        for seg, probs in zip(pending, self.segment_probs([s.windows for s in pending])):
+        for seg, probs in zip(pending, self.segment_probs([s.windows for s in pending], [s.power for s in pending])):
             out = open_[seg.recording]
             if out.status == "ok":
                 out.segments.append((seg.channel, seg.index, seg.start_s, seg.end_s, probs))
@@ -365,7 +409,8 @@ class Classifier:
             found = stream.flush() if flush else stream.push(x[:, ch])
             for start, end, y in found:
                 channel = ch if self.channels == "split" else MIX
-                yield _Segment(uri, channel, counters[ch], start / sr, end / sr, fx.windows(y, window=win, hop=hop))
+                yield _Segment(uri, channel, counters[ch], start / sr, end / sr, fx.windows(y, window=win, hop=hop),
+                               fx.window_power(y, window=win, hop=hop))
                 counters[ch] += 1
 
 
@@ -456,12 +501,12 @@ def _prefetch(items: Iterable, *, maxsize: int) -> Iterator:
     return consume()
 
 
-def hash_params(silence: SilenceParams, channels: ChannelMode) -> str:
-    """Hex SHA-256 of the parameters that, besides the model, change results."""
+def hash_params(silence: SilenceParams, channels: ChannelMode, pooling: str) -> str:
+    """Hex SHA-256 of the parameters that, besides the model's weights, change results."""
     import hashlib
     import json
 
-    spec = {"silence": silence.model_dump(mode="json"), "channels": channels}
+    spec = {"silence": silence.model_dump(mode="json"), "channels": channels, "pooling": pooling}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -487,7 +532,7 @@ def to_tables(
 
     labels = bundle.labels
     if params_sha256 is None:
-        params_sha256 = hash_params(bundle.manifest.silence, channels)
+        params_sha256 = hash_params(bundle.manifest.silence, channels, bundle.pooling)
     model = {"model": bundle.name, "model_version": bundle.version, "model_sha256": bundle.sha256}
     seg_rows, rec_rows = [], []
     for out in outcomes:

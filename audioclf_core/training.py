@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -33,10 +35,10 @@ import soxr
 from scipy import signal
 
 from .audio_io import AUDIO_EXTENSIONS, mix_to_mono, open_audio
-from .bundle import MANIFEST, MODEL_FILE, Bundle, load_bundle
+from .bundle import LITERT_FILE, MANIFEST, MODEL_FILE, Bundle, Manifest, load_bundle
 from .errors import AudioClfError, BundleError, ParameterError
 from .features import FeatureExtractor
-from .params import FeatureParams, SilenceParams
+from .params import POOLINGS, FeatureParams, Pooling, SilenceParams
 
 SPLITS = ("train", "val", "test")
 # The names :func:`audioclf_core.architectures.build_model` knows (that module imports Keras,
@@ -135,6 +137,7 @@ class TaskPreset:
     description: str = ""
     augment: AugmentParams = field(default_factory=AugmentParams)
     noise_label: str | None = None  # clips of this label also serve as mixing noise
+    pooling: Pooling = "energy"  # how a segment's windows pool (see audioclf_core.pipeline.pool_windows)
 
 
 TELEPHONE_FEATURES = FeatureParams(kind="logmel", n_fft=256, win_length=200, hop_length=80, n_mels=40, fmin=0.0,
@@ -920,7 +923,7 @@ def train(
             raise BundleError(f"--out {out} is the bundle being fine-tuned; a new version needs a new folder")
         m = parent.manifest
         task = replace(get_preset(preset), sample_rate=m.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
-                       features=m.features, silence=m.silence, name=m.name, labels=m.labels)
+                       features=m.features, silence=m.silence, name=m.name, labels=m.labels, pooling=m.pooling)
         arch = m.architecture or "unknown"
     else:
         if arch not in ARCHITECTURES:
@@ -1025,7 +1028,8 @@ def train(
         for cond, transform in (("as-is", None), ("telephone", lambda y: telephone(y, sr=sr))):
             evaluations[cond] = evaluate_clips(
                 model, [transform(c) if transform else c for c in test_clips], meta["label"].tolist(), labels=labels,
-                fx=fx, window=window, hop=hop, files=meta["path"].tolist(), groups=meta["group"].tolist(),
+                fx=fx, window=window, hop=hop, pooling=task.pooling, files=meta["path"].tolist(),
+                groups=meta["group"].tolist(),
             )
             say(f"held-out ({cond}): segment accuracy {evaluations[cond].accuracy:.4f}, macro F1 {evaluations[cond].macro_f1:.4f}")
     else:
@@ -1073,7 +1077,7 @@ def train(
                                 "freeze_features": freeze_features}
     evaluation: dict[str, Any] = {
         "heldout_groups": data_summary["split"]["test"]["groups"],
-        "unit": "segment (a clip; its windows' probabilities averaged, as the pipeline does)",
+        "unit": f"segment (a clip; its windows' probabilities pooled as the pipeline pools them: {task.pooling})",
         "conditions": {c: e.metrics() for c, e in evaluations.items()},
         "speed": speed,
     }
@@ -1088,7 +1092,8 @@ def train(
         version=version or (_next_version(parent.version) if parent else "1.0.0"),
         description=description if description is not None else (parent.manifest.description if parent else task.description),
         trained=True, labels=labels, sample_rate=sr, window_s=task.window_s, hop_s=task.hop_s,
-        features=task.features, silence=task.silence, architecture=arch, provenance=provenance, evaluation=evaluation,
+        features=task.features, silence=task.silence, pooling=task.pooling, architecture=arch, provenance=provenance,
+        evaluation=evaluation,
     )
     say(f"wrote bundle {bundle.path} ({bundle.name} {bundle.version}, {(bundle.path / MODEL_FILE).stat().st_size / 1024:.0f} KiB)")
     report_dir = None
@@ -1099,6 +1104,52 @@ def train(
     return TrainResult(bundle=bundle, model=model, evaluations=evaluations, split=split, table=table, report=report_dir)
 
 
+def repool(
+    bundle: str | Path | Bundle, data, *, out: str | Path, pooling: str, version: str, report: str | Path | None = None,
+    log: Log | None = None,
+) -> Bundle:
+    """A new version of a bundle whose segments pool their windows another way.
+
+    The weights (and the LiteRT file) are copied byte for byte, so ``model_sha256`` stays
+    the same; the manifest gets ``pooling``, ``version``, ``provenance.repooled_from`` and
+    held-out figures measured again on ``data`` (the bundle's held-out groups, as-is and
+    through the telephone channel). Never overwrites a bundle.
+    """
+    from .evaluation import CONDITIONS, evaluate_bundle, write_report
+
+    src = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if pooling not in POOLINGS:
+        raise ParameterError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
+    out = Path(out)
+    if (out / MANIFEST).exists() or (out / MODEL_FILE).exists():
+        raise BundleError(f"{out} already holds a bundle; bundles are never overwritten")
+    fields = src.manifest.model_dump(mode="json")
+    provenance = {**fields["provenance"], "repooled_from": {"version": src.version, "pooling": src.pooling,
+                                                            "sha256": src.sha256}}
+    fields.update(version=version, pooling=pooling, provenance=provenance,
+                  created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    staged = Bundle(path=src.path, manifest=Manifest.model_validate(fields))  # src's weights, the new pooling
+    evaluations = {c: evaluate_bundle(staged, data, heldout_only=True, condition=c, log=log) for c in CONDITIONS}
+    evaluation = {**fields["evaluation"],
+                  "unit": f"segment (a clip; its windows' probabilities pooled as the pipeline pools them: {pooling})",
+                  "conditions": {c: e.metrics() for c, e in evaluations.items()},
+                  "accuracy": round(evaluations["as-is"].accuracy, 4), "macro_f1": round(evaluations["as-is"].macro_f1, 4)}
+    manifest = Manifest.model_validate({**fields, "evaluation": evaluation})
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (MODEL_FILE, LITERT_FILE):
+        if (src.path / name).exists():
+            shutil.copyfile(src.path / name, out / name)
+    (out / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    new = load_bundle(out)
+    if log:
+        log(f"wrote bundle {out} ({new.name} {new.version}, pooling {pooling}): held-out accuracy "
+            f"{src.manifest.evaluation.get('accuracy')} -> {evaluation['accuracy']}")
+    if report is not None:
+        write_report(evaluations, report, title=f"{new.name} {new.version}: held-out evaluation",
+                     context=_report_context(new))
+    return new
+
+
 def _report_context(bundle: Bundle) -> dict:
     m = bundle.manifest
     data = m.provenance.get("data", {})
@@ -1106,7 +1157,8 @@ def _report_context(bundle: Bundle) -> dict:
     return {
         "bundle": f"{m.name} {m.version} (sha256 {m.sha256[:12]}…)",
         "contract": f"{m.sample_rate} Hz, window {m.window_s:g} s / hop {m.hop_s:g} s, {m.features.kind} "
-                    f"{m.features.n_mels} bands up to {m.features.fmax or m.sample_rate / 2:g} Hz",
+                    f"{m.features.n_mels} bands up to {m.features.fmax or m.sample_rate / 2:g} Hz; windows pooled by "
+                    f"{'their power' if m.pooling == 'energy' else 'their mean'} ({m.pooling})",
         "model": f"{m.architecture} {tr.get('arch_kwargs', {})}, {tr.get('parameters', '?')} parameters",
         "training data": f"{data.get('clips', '?')} clips, {data.get('hours', '?')} h; per label {data.get('hours_per_label', {})}",
         "held-out groups": ", ".join(m.evaluation.get("heldout_groups", [])[:40]) or "none",

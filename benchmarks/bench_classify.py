@@ -426,8 +426,8 @@ def stage_breakdown(path: Path, clf, out: Path) -> tuple[Stopwatch, int, int]:
     The steps are the pipeline's own (``Classifier._stream``/``_segments``/
     ``_infer``), done with the public pieces: decode blocks of ``block_s``,
     mix to mono, one streaming resampler, ``SegmentedStream``, the bundle's
-    ``windows``, ``segment_probs`` on pools of ``batch_windows`` windows, then
-    ``to_tables`` + ``ResultStore.write``.
+    ``windows`` and ``window_power``, ``segment_probs`` on pools of ``batch_windows``
+    windows, then ``to_tables`` + ``ResultStore.write``.
 
     Returns
     -------
@@ -444,13 +444,13 @@ def stage_breakdown(path: Path, clf, out: Path) -> tuple[Stopwatch, int, int]:
     fx, win, hop = bundle.features, bundle.window_samples, bundle.hop_samples
     sw = Stopwatch()
     rows: list[tuple] = []
-    pending: list[tuple[int, int, np.ndarray]] = []
+    pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
     n_windows = 0
 
     def infer() -> None:
         with sw("inference"):
-            probs = clf.segment_probs([w for _, _, w in pending])
-        for (a, b, _), p in zip(pending, probs):
+            probs = clf.segment_probs([w for _, _, w, _ in pending], [pw for _, _, _, pw in pending])
+        for (a, b, _, _), p in zip(pending, probs):
             rows.append((MIX, len(rows), a / sr, b / sr, p))
         pending.clear()
 
@@ -459,7 +459,8 @@ def stage_breakdown(path: Path, clf, out: Path) -> tuple[Stopwatch, int, int]:
         for a, b, y in found:
             with sw("features"):
                 w = fx.windows(y, window=win, hop=hop)
-            pending.append((a, b, w))
+                pw = fx.window_power(y, window=win, hop=hop)
+            pending.append((a, b, w, pw))
             n_windows += len(w)
             if sum(len(p[2]) for p in pending) >= clf.batch_windows:
                 infer()

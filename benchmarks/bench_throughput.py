@@ -237,7 +237,7 @@ def stages_table(audio_s: float, ref: dict, ref_run: ChildRun, ours: dict[str, f
         f"{ref_wall.get('start-up', float('nan')):.1f} s.",
         "audioclf: bench_classify.stage_breakdown on every file, in this process with the model warm, stages one "
         "after the other on one thread (decode = AudioReader.blocks; resample = mono mix + soxr; segment = "
-        "SegmentedStream; features = bundle.features.windows; inference = Classifier.segment_probs on pools of "
+        "SegmentedStream; features = bundle.features.windows + window_power; inference = Classifier.segment_probs on pools of "
         "batch_windows; write = to_tables + ResultStore.write, per file). The CLI overlaps decoding with "
         "inference, so its own run can take less than the sum.",
         f"reference: {ref['chunks']} chunks = {ref['predict_calls']} predict calls, {ref['windows']} windows; "

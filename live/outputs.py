@@ -109,7 +109,7 @@ class ParquetSink:
         self.bundle = bundle
         self.part = part
         self.every_s = float(every_s)
-        self.params_sha256 = hash_params(silence, "mix")
+        self.params_sha256 = hash_params(silence, "mix", bundle.pooling)
         self.store = ResultStore(out, storage_options=storage_options)
         self.store.check_writable(bundle.labels)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audioclf-live-parquet")

@@ -4,7 +4,8 @@ Each step is the batch path's (:class:`audioclf_core.pipeline.Classifier`):
 channels mixed by their mean, one streaming soxr resampler to the bundle's
 rate, the core's :class:`~audioclf_core.segment.StreamingSegmenter` with the
 same silence parameters, :meth:`FeatureExtractor.windows` on each segment's
-audio, and the segment's probabilities as the mean over its windows. A
+audio, and the segment's probabilities pooled over its windows as the bundle
+says (:func:`audioclf_core.pipeline.pool_windows`). A
 recording replayed through here therefore gives the batch path's segments and
 labels.
 
@@ -33,7 +34,7 @@ import soxr
 from audioclf_core.audio_io import mix_to_mono
 from audioclf_core.bundle import Bundle
 from audioclf_core.params import SilenceParams
-from audioclf_core.pipeline import RESAMPLE_QUALITY
+from audioclf_core.pipeline import RESAMPLE_QUALITY, pool_windows
 from audioclf_core.segment import StreamingSegmenter
 
 from .inference import WindowModel
@@ -238,14 +239,15 @@ class LiveProcessor:
         return events
 
     def _classify(self, a: int, b: int) -> np.ndarray:
-        """Mean window probabilities of samples ``[a, b)``, as the batch path computes them."""
+        """Pooled window probabilities of samples ``[a, b)``, as the batch path computes them."""
         y = self._tail.view(a, b)
         win, hop = self.win, self.hop
         cached, self._anchor, self._cached = (self._cached if a == self._anchor else []), None, []
+        power = self.features.window_power(y, window=win, hop=hop)
         if y.size < win:
             windows = self.features.windows(y, window=win, hop=hop)
             self.windows_at_close += len(windows)
-            return self.model(windows).mean(axis=0)
+            return pool_windows(self.model(windows), power, self.bundle.pooling)
         # FeatureExtractor.windows: windows every hop from the start, plus one
         # that ends at the end if they stop short of it.
         n_win = 1 + (y.size - win) // hop
@@ -258,4 +260,4 @@ class LiveProcessor:
             new = self.model(np.concatenate(todo))
             self.windows_at_close += len(new)
             probs.extend(new)
-        return np.stack(probs).astype(np.float32, copy=False).mean(axis=0)
+        return pool_windows(np.stack(probs).astype(np.float32, copy=False), power, self.bundle.pooling)

@@ -58,6 +58,7 @@ def test_weights_must_match_the_manifest_hash(bundle_copy):
         (dict(format=9), "format 9"),
         (dict(colour="blue"), "colour"),
         (dict(sample_rate=100), "sample_rate"),
+        (dict(pooling="max"), "pooling"),
     ],
 )
 def test_bad_manifests_are_refused_clearly(bundle_copy, change, message):

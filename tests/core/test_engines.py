@@ -214,7 +214,7 @@ def _on_jax(code: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["speech-music-noise", "digits"])
 def test_bundles_answer_the_same_on_the_jax_backend(tmp_path, name):
-    """A bundle is backend-neutral (digits 1.2.0 was trained on jax): in a fresh process on Keras's
+    """A bundle is backend-neutral (the digits weights were trained on jax): in a fresh process on Keras's
     jax backend it gives TensorFlow's probabilities, and TensorFlow is never imported there."""
     from audioclf_core.model import Predictor
 

@@ -103,3 +103,25 @@ def test_bad_feature_parameters():
     fx = FeatureExtractor(FeatureParams(), sr=16000)
     with pytest.raises(ParameterError, match="multiple"):
         fx.windows(np.zeros(16000, np.float32), window=16000, hop=1000)
+
+
+@pytest.mark.parametrize("n", [5000, 16000, 24000, 24123, 16000 * 5 + 17])
+def test_window_power_is_each_windows_mean_square_in_the_windows_order(speech, n):
+    raw = FeatureExtractor(FeatureParams(normalize="none"), sr=16000)
+    win, hop = 16000, 8000
+    y = np.resize(speech, n) * np.linspace(0.05, 1.0, n, dtype=np.float32)  # louder towards the end
+    power = raw.window_power(y, window=win, hop=hop)
+    wins = raw.windows(y, window=win, hop=hop)
+    assert power.shape == (len(wins),)
+    if n < win:  # one window, zero-padded: the padding counts as silence
+        assert power[0] == pytest.approx(float(np.sum(y.astype(np.float64) ** 2)) / win, rel=1e-9)
+        return
+    starts = list(range(0, n - win + 1, hop))
+    if starts[-1] + win < n:
+        starts.append(n - win)
+    assert len(starts) == len(wins)
+    for k, a in enumerate(starts):
+        piece = y[a : a + win]
+        np.testing.assert_allclose(wins[k], raw.frames(piece), atol=1e-4)  # the same window...
+        assert power[k] == pytest.approx(float(np.mean(piece.astype(np.float64) ** 2)), rel=1e-6)  # ...its power
+    assert len(power) == 1 or power[-1] > power[0]

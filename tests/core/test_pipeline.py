@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audioclf_core.bundle import load_bundle
-from audioclf_core.pipeline import MIX, Classifier, to_tables
+from audioclf_core.bundle import MANIFEST, load_bundle
+from audioclf_core.errors import ParameterError
+from audioclf_core.pipeline import MIX, Classifier, pool_windows
 from audioclf_core.results import recording_columns, segment_columns
 
 ROOT = Path(__file__).parents[2]
@@ -104,9 +105,9 @@ def test_batching_pools_recordings_and_does_not_change_answers(bundle):
     calls = []
     real = big.segment_probs
 
-    def counting(windows):
+    def counting(windows, powers=None):
         calls.append(sum(len(w) for w in windows))
-        return real(windows)
+        return real(windows, powers)
 
     big.segment_probs = counting
     pooled = list(big.classify(files))
@@ -255,3 +256,62 @@ def test_tallies_count_outcomes_and_add_up(clf, bundle, bad_inputs):
     assert merged.audio_s == pytest.approx(whole.audio_s)
     assert merged.label_s == pytest.approx(whole.label_s) and merged.label_segments == whole.label_segments
     assert sorted(merged.failures) == sorted(whole.failures)
+
+
+def test_pooling_by_energy_weighs_each_window_by_its_power():
+    probs = np.array([[0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.9, 0.05, 0.05]], np.float32)
+    # Two windows of room noise at -40 dBFS, one of a syllable at -10 dBFS (30 dB: 1000x the power).
+    power = np.array([1e-4, 1e-4, 1e-1])
+    np.testing.assert_allclose(pool_windows(probs, power, "mean"), probs.mean(axis=0), rtol=1e-6)
+    got = pool_windows(probs, power, "energy")
+    np.testing.assert_allclose(got, (1e-3 * probs[0] + 1e-3 * probs[1] + probs[2]) / 1.002, rtol=1e-5)
+    assert got.argmax() == 0 and probs.mean(axis=0).argmax() == 1  # the syllable decides, not the hiss
+    # Equal powers, and a segment that is digital silence throughout, pool as the mean.
+    np.testing.assert_allclose(pool_windows(probs, np.full(3, 0.2), "energy"), probs.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(pool_windows(probs, np.zeros(3), "energy"), probs.mean(axis=0), rtol=1e-6)
+    with pytest.raises(ParameterError, match="one power per window"):
+        pool_windows(probs, power[:2], "energy")
+    with pytest.raises(ParameterError, match="pooling='max'"):
+        pool_windows(probs, power, "max")
+
+
+def test_the_bundles_pooling_decides_segments_and_their_result_hash(bundle, tmp_path):
+    """A quiet lead-in and a loud call in one segment: the pipeline weighs windows by the
+    power of the audio it cut them from, and re-runs see that the answers changed."""
+    import shutil
+
+    energy_dir = tmp_path / "energy"
+    shutil.copytree(bundle.path, energy_dir)
+    data = json.loads((energy_dir / MANIFEST).read_text())
+    assert "pooling" not in data  # written before pooling existed: it pools by the mean
+    data["pooling"] = "energy"
+    (energy_dir / MANIFEST).write_text(json.dumps(data))
+    energy = load_bundle(energy_dir)
+    assert bundle.pooling == "mean" and energy.pooling == "energy"
+
+    sr = bundle.sample_rate
+    rng = np.random.default_rng(0)
+    call, rate = sf.read(SAMPLES / "call-001.wav", dtype="float32")
+    import soxr
+
+    loud = soxr.resample(call[: int(1.5 * rate)], rate, sr).astype(np.float32)
+    loud = loud / np.abs(loud).max() * np.float32(0.5)
+    # Hiss at -40 dBFS (above the silence threshold) for 3 s, then on under the call.
+    y = np.concatenate([np.zeros(3 * sr, np.float32), loud])
+    y += (rng.standard_normal(len(y)) * 0.01).astype(np.float32)
+    path = _write(tmp_path / "lead-in.wav", y, sr)
+
+    seg_mean = Classifier(bundle).classify_one(path).segments
+    seg_energy = Classifier(energy).classify_one(path).segments
+    assert len(seg_mean) == len(seg_energy) == 1  # one segment: the hiss never falls silent
+    _, _, start, end, p_energy = seg_energy[0]
+    piece = y[int(round(start * sr)) : int(round(end * sr))]
+    fx, win, hop = bundle.features, bundle.window_samples, bundle.hop_samples
+    windows = fx.windows(piece, window=win, hop=hop)
+    power = fx.window_power(piece, window=win, hop=hop)
+    assert len(windows) >= 6 and power.max() > 100 * power.min()
+    probs = Classifier(bundle).predictor(windows)
+    np.testing.assert_allclose(seg_mean[0][4], probs.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(p_energy, (power / power.max()) @ probs / (power / power.max()).sum(), atol=1e-5)
+    assert np.abs(p_energy - seg_mean[0][4]).max() > 1e-3
+    assert Classifier(bundle).params_sha256 != Classifier(energy).params_sha256

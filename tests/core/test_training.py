@@ -29,6 +29,7 @@ from audioclf_core.training import (
     mask_window,
     mix_noise,
     mu_law,
+    repool,
     rms,
     train,
 )
@@ -95,7 +96,10 @@ def test_saved_bundle_predicts_what_the_trained_model_predicted(trained):
     # The evaluation scored each held-out clip as the pipeline scores a segment.
     ev = trained.evaluations["as-is"]
     i = ev.files.index(str(DATA / "speech_en_transfer.wav"))
-    np.testing.assert_allclose(Classifier(bundle).segment_probs([x])[0], ev.probs[i], atol=1e-5)
+    assert bundle.pooling == PRESETS["smn"].pooling == "energy"
+    power = bundle.features.window_power(y, window=bundle.window_samples, hop=bundle.hop_samples)
+    assert len(x) > 1 and power.max() > 2 * power.min()  # windows whose weights differ
+    np.testing.assert_allclose(Classifier(bundle).segment_probs([x], [power])[0], ev.probs[i], atol=1e-5)
 
 
 @pytest.mark.slow
@@ -129,7 +133,12 @@ def test_a_bundle_is_never_overwritten(trained, dataset):
 
 @pytest.mark.slow
 def test_fine_tuning_writes_a_new_version_and_keeps_the_parent(trained, dataset, tmp_path):
-    parent = trained.bundle.path
+    # The parent pools by the mean (as bundles made before pooling existed): the child keeps its contract.
+    parent = tmp_path / "v1"
+    shutil.copytree(trained.bundle.path, parent)
+    data = json.loads((parent / MANIFEST).read_text())
+    data["pooling"] = "mean"
+    (parent / MANIFEST).write_text(json.dumps(data))
     files_before = {p.name: p.read_bytes() for p in parent.iterdir()}
     with pytest.raises(BundleError, match="never overwritten"):
         train(dataset, out=parent, from_bundle=parent, epochs=1, verbose=0)
@@ -141,12 +150,34 @@ def test_fine_tuning_writes_a_new_version_and_keeps_the_parent(trained, dataset,
     assert m.provenance["parent"] == {"name": "speech-music-noise", "version": "1.0.0",
                                       "sha256": trained.bundle.sha256, "freeze_features": True}
     assert m.features == trained.bundle.manifest.features and m.labels == trained.bundle.labels
+    assert m.pooling == "mean" != trained.bundle.pooling
     # Frozen features: every layer but the output layer kept the parent's weights.
     new, old = load_bundle(child.bundle.path).model, load_bundle(parent).model
     for a, b in zip(new.layers[:-1], old.layers[:-1]):
         for wa, wb in zip(a.get_weights(), b.get_weights()):
             np.testing.assert_array_equal(wa, wb)
     assert any(not np.array_equal(wa, wb) for wa, wb in zip(new.layers[-1].get_weights(), old.layers[-1].get_weights()))
+
+
+@pytest.mark.slow
+def test_repooling_keeps_the_weights_and_measures_the_figures_again(trained, dataset, tmp_path):
+    src = trained.bundle
+    before = {p.name: p.read_bytes() for p in src.path.iterdir()}
+    new = repool(src.path, dataset, out=tmp_path / "mean", pooling="mean", version="1.0.1", report=tmp_path / "rep")
+    assert {p.name: p.read_bytes() for p in src.path.iterdir()} == before  # the source stays as it was
+    assert (new.pooling, new.version, new.sha256) == ("mean", "1.0.1", src.sha256)
+    for name in (MODEL_FILE, "model.tflite"):
+        assert (new.path / name).read_bytes() == (src.path / name).read_bytes()
+    assert new.manifest.provenance["repooled_from"] == {"version": "1.0.0", "pooling": "energy", "sha256": src.sha256}
+    for cond in ("as-is", "telephone"):
+        want = evaluate_bundle(new, dataset, heldout_only=True, condition=cond)
+        assert want.n == 6
+        assert new.manifest.evaluation["conditions"][cond] == want.metrics()
+    assert (tmp_path / "rep" / "report.md").read_text().count("pooled by their mean (mean)") == 1
+    with pytest.raises(BundleError, match="never overwritten"):
+        repool(src.path, dataset, out=new.path, pooling="energy", version="1.0.2")
+    with pytest.raises(ParameterError, match="pooling='max'"):
+        repool(src.path, dataset, out=tmp_path / "x", pooling="max", version="1.0.2")
 
 
 @pytest.mark.slow
