@@ -382,7 +382,8 @@ def write_report(
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in context.items()]
     lines += ["", "Unit: one segment (a held-out clip), scored as the pipeline scores a segment: its windows' "
-              "probabilities pooled as the bundle says (see the contract above). Held-out groups (voices, packages, kinds) were never seen in training.", "",
+              "probabilities pooled as the bundle says (see the contract above). Held-out groups (voices, packages, "
+              "kinds) were never seen in training.", "",
               "## Summary", "", _md_table(summary), "",
               f"## Per class ({names[0]})", "", _md_table(pc), "",
               f"## Confusion matrix ({names[0]}; rows true, columns predicted)", "",
