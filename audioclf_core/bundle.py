@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -295,6 +296,19 @@ def load_bundle(ref: str | Path, *, storage_options: Mapping | None = None, veri
     return Bundle(path=folder, manifest=manifest)
 
 
+def refuse_existing(folder: Path, *, hint: str = "") -> None:
+    """Raise :class:`BundleError` if ``folder`` already holds a bundle: versions are kept, never replaced."""
+    if (folder / MANIFEST).exists() or (folder / MODEL_FILE).exists():
+        raise BundleError(f"{folder} already holds a bundle; bundles are never overwritten{hint}")
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """Write ``manifest.json`` through a temporary file, so no reader sees half of one."""
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / MANIFEST)
+
+
 def save_bundle(model, folder: str | Path, *, litert: bool = True, **manifest_fields: Any) -> Bundle:
     """Write a Keras model and its manifest as a new bundle folder.
 
@@ -307,8 +321,7 @@ def save_bundle(model, folder: str | Path, *, litert: bool = True, **manifest_fi
     bundle: versions are kept, never replaced.
     """
     folder = Path(folder)
-    if (folder / MANIFEST).exists() or (folder / MODEL_FILE).exists():
-        raise BundleError(f"{folder} already holds a bundle; bundles are never overwritten")
+    refuse_existing(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / MODEL_FILE)
     fields = dict(manifest_fields)
@@ -320,7 +333,7 @@ def save_bundle(model, folder: str | Path, *, litert: bool = True, **manifest_fi
     except ValidationError as exc:
         (folder / MODEL_FILE).unlink(missing_ok=True)
         raise BundleError(f"{folder}: invalid manifest: {exc}") from None
-    (folder / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    write_manifest(folder, manifest)
     if litert:
         from .engines import attach_litert
 

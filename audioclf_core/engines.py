@@ -295,7 +295,7 @@ def attach_litert(folder: str | Path) -> Bundle:
     The weights are untouched: the flatbuffer is derived from them, so a bundle
     keeps its name, version and ``sha256``. Idempotent.
     """
-    from .bundle import MANIFEST, file_sha256, load_bundle
+    from .bundle import file_sha256, load_bundle, write_manifest
 
     folder = Path(folder)
     bundle = load_bundle(folder)
@@ -303,7 +303,5 @@ def attach_litert(folder: str | Path) -> Bundle:
         return bundle
     path = export_litert(bundle, folder / LITERT_FILE)
     manifest = bundle.manifest.model_copy(update={"litert_sha256": file_sha256(path)})
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)
+    write_manifest(folder, manifest)
     return load_bundle(folder)

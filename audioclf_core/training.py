@@ -35,7 +35,7 @@ import soxr
 from scipy import signal
 
 from .audio_io import AUDIO_EXTENSIONS, mix_to_mono, open_audio
-from .bundle import LITERT_FILE, MANIFEST, MODEL_FILE, Bundle, Manifest, load_bundle
+from .bundle import LITERT_FILE, MODEL_FILE, Bundle, Manifest, load_bundle, refuse_existing, write_manifest
 from .errors import AudioClfError, BundleError, ParameterError
 from .features import FeatureExtractor
 from .params import POOLINGS, FeatureParams, Pooling, SilenceParams
@@ -909,8 +909,7 @@ def train(
 
     say = log or (lambda _msg: None)
     out = Path(out).expanduser()
-    if (out / MANIFEST).exists() or (out / MODEL_FILE).exists():
-        raise BundleError(f"{out} already holds a bundle; bundles are never overwritten (choose a new --out)")
+    refuse_existing(out, hint=" (choose a new --out)")
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("real_repeat", real_repeat)):
         if int(v) < 1:
             raise ParameterError(f"{k}={v} must be at least 1")
@@ -1121,8 +1120,7 @@ def repool(
     if pooling not in POOLINGS:
         raise ParameterError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
     out = Path(out)
-    if (out / MANIFEST).exists() or (out / MODEL_FILE).exists():
-        raise BundleError(f"{out} already holds a bundle; bundles are never overwritten")
+    refuse_existing(out)
     fields = src.manifest.model_dump(mode="json")
     provenance = {**fields["provenance"], "repooled_from": {"version": src.version, "pooling": src.pooling,
                                                             "sha256": src.sha256}}
@@ -1139,7 +1137,7 @@ def repool(
     for name in (MODEL_FILE, LITERT_FILE):
         if (src.path / name).exists():
             shutil.copyfile(src.path / name, out / name)
-    (out / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    write_manifest(out, manifest)
     new = load_bundle(out)
     if log:
         log(f"wrote bundle {out} ({new.name} {new.version}, pooling {pooling}): held-out accuracy "
