@@ -6,6 +6,11 @@ manifest says (:func:`audioclf_core.pipeline.pool_windows`), exactly as
 :class:`audioclf_core.pipeline.Classifier` scores a segment. Metrics are computed here with
 numpy (accuracy, per-class precision / recall / F1, macro F1, one-vs-rest ROC-AUC, the
 confusion matrix); plots use matplotlib's Agg backend, imported only when a report is written.
+
+Accuracy comes with two 95 % intervals. Over segments (Wilson score interval): how far the
+figure could move with other clips from the same groups. Over groups (percentile bootstrap
+that resamples whole held-out groups): how far it could move with other voices or packages,
+which is the question a held-out figure answers; with few groups it is wide, and it should be.
 """
 
 from __future__ import annotations
@@ -71,6 +76,65 @@ def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.
     return fpr, tpr
 
 
+def wilson_interval(correct: int, n: int, *, z: float = 1.959964) -> tuple[float, float] | None:
+    """Wilson score interval for ``correct`` successes in ``n`` trials (95 % by default); None if ``n`` is 0."""
+    if n <= 0:
+        return None
+    if not 0 <= correct <= n:
+        raise ParameterError(f"{correct} correct out of {n} is not a proportion")
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def group_bootstrap_interval(
+    correct: Sequence[int] | np.ndarray, segments: Sequence[int] | np.ndarray, *, level: float = 0.95,
+    resamples: int = 4000, seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of pooled accuracy, resampling whole groups.
+
+    Parameters
+    ----------
+    correct, segments : sequence of int
+        Per group: segments right, and segments in all.
+    level : float
+        Coverage of the interval.
+    resamples, seed : int
+        Bootstrap draws, seeded so that a report says the same every time.
+
+    Returns
+    -------
+    (low, high) or None
+        None with fewer than two groups (nothing to resample).
+    """
+    correct, segments = np.asarray(correct, float), np.asarray(segments, float)
+    if correct.shape != segments.shape or correct.ndim != 1:
+        raise ParameterError("correct and segments need one value per group each")
+    keep = segments > 0
+    correct, segments = correct[keep], segments[keep]
+    if correct.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    draw = rng.integers(0, correct.size, size=(resamples, correct.size))
+    acc = correct[draw].sum(axis=1) / segments[draw].sum(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(acc, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def accuracy_intervals(per_group: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[float, float] | None]:
+    """Both 95 % intervals from a ``per_group`` record (``segments`` and ``accuracy`` per group).
+
+    This is what a bundle's manifest and ``metrics.json`` keep, so the intervals of a figure
+    recorded before they were reported can be computed again from the record.
+    """
+    segments = np.array([int(g["segments"]) for g in per_group.values()])
+    correct = np.array([int(round(float(g["accuracy"]) * int(g["segments"]))) for g in per_group.values()])
+    return {"segments": wilson_interval(int(correct.sum()), int(segments.sum())),
+            "groups": group_bootstrap_interval(correct, segments)}
+
+
 @dataclass
 class Evaluation:
     """Segment-level predictions with their truth, and everything derived from them.
@@ -108,6 +172,13 @@ class Evaluation:
     @property
     def accuracy(self) -> float:
         return float((self.y_pred == self.y_true).mean()) if self.n else float("nan")
+
+    def accuracy_intervals(self) -> dict[str, tuple[float, float] | None]:
+        """95 % intervals of :attr:`accuracy`: over ``segments`` (Wilson) and over ``groups`` (bootstrap)."""
+        df = pd.DataFrame({"group": self.groups, "correct": self.y_pred == self.y_true})
+        g = df.groupby("group")["correct"]
+        return {"segments": wilson_interval(int(df["correct"].sum()), self.n),
+                "groups": group_bootstrap_interval(g.sum().to_numpy(), g.size().to_numpy())}
 
     @property
     def macro_f1(self) -> float:
@@ -150,9 +221,11 @@ class Evaluation:
         def num(x):
             return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), 4)
 
+        ci = self.accuracy_intervals()
         return {
             "segments": self.n,
             "accuracy": num(self.accuracy),
+            "accuracy_ci95": {k: None if v is None else [num(v[0]), num(v[1])] for k, v in ci.items()},
             "macro_f1": num(self.macro_f1),
             "macro_roc_auc": num(np.nanmean(auc)) if np.isfinite(auc).any() else None,
             "labels": list(self.labels),
@@ -329,6 +402,11 @@ def plot_roc(ev: Evaluation, path: Path, *, title: str) -> None:
     plt.close(fig)
 
 
+def format_interval(ci: tuple[float, float] | None) -> str:
+    """``0.912–0.951``, or ``–`` when there is none."""
+    return "–" if ci is None else f"{ci[0]:.3f}–{ci[1]:.3f}"
+
+
 def _md_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -376,7 +454,9 @@ def write_report(
     (folder / "metrics.json").write_text(json.dumps({n: e.metrics() for n, e in evaluations.items()}, indent=2) + "\n")
 
     summary = pd.DataFrame([
-        {"condition": n, "segments": e.n, "accuracy": e.accuracy, "macro F1": e.macro_f1,
+        {"condition": n, "segments": e.n, "accuracy": e.accuracy,
+         **{f"95 % over {k}": format_interval(v) for k, v in e.accuracy_intervals().items()},
+         "macro F1": e.macro_f1,
          "macro ROC-AUC": float(np.nanmean(roc_auc_ovr(e.y_true, e.probs))) if e.n else float("nan")}
         for n, e in evaluations.items()])
     lines = [f"# {title}", ""]
@@ -385,6 +465,9 @@ def write_report(
               "probabilities pooled as the bundle says (see the contract above). Held-out groups (voices, packages, "
               "kinds) were never seen in training.", "",
               "## Summary", "", _md_table(summary), "",
+              "The 95 % intervals: over segments, how far accuracy could move with other clips like these "
+              "(Wilson); over groups, how far with other held-out voices or packages (bootstrap over whole "
+              f"groups, {len(main.per_group())} here).", "",
               f"## Per class ({names[0]})", "", _md_table(pc), "",
               f"## Confusion matrix ({names[0]}; rows true, columns predicted)", "",
               _md_table(cm.reset_index().rename(columns={"true": "true \\ predicted"}), "{:.0f}"), "",

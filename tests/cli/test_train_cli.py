@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from audioclf_core.bundle import MANIFEST, MODEL_FILE, file_sha256, load_bundle
+from audioclf_core.evaluation import wilson_interval
 
 from .helpers import one_line_error
 
@@ -73,6 +74,13 @@ def test_train_writes_a_bundle_and_a_report(trained):
     metrics = json.loads((report / "metrics.json").read_text())["as-is"]
     assert metrics["segments"] == 3 + 1 + 2 and np.array(metrics["confusion"]).sum() == 6
     assert "held out (as-is): accuracy" in proc.stderr
+    # `models show` gives the recorded figure with its intervals, from the manifest's per-group counts
+    shown = run("models", "show", str(out))
+    assert shown.returncode == 0, shown.stderr
+    correct = round(metrics["accuracy"] * 6)
+    lo, hi = wilson_interval(correct, 6)
+    assert (f"held out (as-is): accuracy {metrics['accuracy']:.3f} on 6 segments, 3 groups; "
+            f"95 % interval {lo:.3f}–{hi:.3f} over segments") in shown.stdout
 
 
 @pytest.mark.slow

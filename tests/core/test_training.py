@@ -15,7 +15,10 @@ import soundfile as sf
 
 from audioclf_core.bundle import MANIFEST, MODEL_FILE, file_sha256, load_bundle
 from audioclf_core.errors import BundleError, ParameterError
-from audioclf_core.evaluation import Evaluation, confusion_matrix, evaluate_bundle, roc_auc_ovr, write_report
+from audioclf_core.evaluation import (
+    Evaluation, accuracy_intervals, confusion_matrix, evaluate_bundle, group_bootstrap_interval, roc_auc_ovr,
+    wilson_interval, write_report,
+)
 from audioclf_core.features import FeatureExtractor
 from audioclf_core.training import (
     time_stretch,
@@ -391,6 +394,60 @@ def test_metrics_on_known_answers(tmp_path):
     assert "| as-is | 9 | 0.778 |" in md and "![confusion matrix](confusion.png)" in md
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["as-is"]["confusion"] == ev.confusion.tolist() and metrics["as-is"]["segments"] == 9
+
+
+def test_wilson_interval_matches_scipy_and_stays_in_range():
+    from scipy.stats import binomtest
+
+    for k, n in [(45, 57), (3135, 3307), (1, 9), (7, 9)]:
+        ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(k, n) == pytest.approx((ref.low, ref.high), abs=1e-6)
+    low, high = wilson_interval(0, 20)
+    assert low == 0.0 and 0.1 < high < 0.2       # nothing right: the interval still admits some
+    low, high = wilson_interval(20, 20)
+    assert 0.8 < low < 0.9 and high == 1.0
+    assert wilson_interval(0, 0) is None
+    with pytest.raises(ParameterError, match="not a proportion"):
+        wilson_interval(5, 4)
+
+
+def test_group_bootstrap_resamples_whole_groups():
+    # two groups, one all wrong and one all right: a resample holds both (0.5) or one of them twice (0 or 1)
+    assert group_bootstrap_interval([0, 10], [10, 10]) == (0.0, 1.0)
+    # groups that agree leave nothing to vary, however many segments each has
+    assert group_bootstrap_interval([8, 4, 40], [10, 5, 50]) == pytest.approx((0.8, 0.8))
+    # one group (or empty ones only besides it): nothing to resample
+    assert group_bootstrap_interval([3], [4]) is None and group_bootstrap_interval([3, 0], [4, 0]) is None
+    spread = group_bootstrap_interval([9, 5, 10, 2, 8, 7], [10, 10, 10, 10, 10, 9])
+    assert spread == group_bootstrap_interval([9, 5, 10, 2, 8, 7], [10, 10, 10, 10, 10, 9])   # seeded
+    pooled = 41 / 59
+    assert spread[0] < pooled < spread[1] and 2 / 10 < spread[0] and spread[1] < 1.0
+    # the same pooled figure over segments is narrower when groups differ this much
+    w = wilson_interval(41, 59)
+    assert spread[1] - spread[0] > w[1] - w[0]
+    with pytest.raises(ParameterError, match="one value per group"):
+        group_bootstrap_interval([1, 2], [3])
+
+
+def test_evaluation_records_intervals_that_its_record_reproduces(tmp_path):
+    labels = ("a", "b")
+    groups = ["g1"] * 10 + ["g2"] * 10 + ["g3"] * 5
+    right = np.array([True] * 9 + [False] + [True] * 5 + [False] * 5 + [True] * 5)   # 9/10, 5/10, 5/5
+    y_true = np.arange(25) % 2
+    pred = np.where(right, y_true, 1 - y_true)
+    probs = np.where(pred[:, None] == 0, [[0.9, 0.1]], [[0.2, 0.8]]).astype(np.float32)
+    ev = Evaluation(labels, y_true, probs, [f"f{i}" for i in range(25)], groups)
+    assert ev.accuracy == pytest.approx(19 / 25)
+    ci = ev.accuracy_intervals()
+    assert ci["segments"] == pytest.approx(wilson_interval(19, 25))
+    assert ci["groups"] == group_bootstrap_interval([9, 5, 5], [10, 10, 5])
+    m = json.loads(json.dumps(ev.metrics()))
+    assert m["accuracy_ci95"]["segments"] == pytest.approx(list(ci["segments"]), abs=1e-4)
+    again = accuracy_intervals(m["per_group"])           # what `models show` does with a manifest
+    assert again["segments"] == pytest.approx(ci["segments"]) and again["groups"] == ci["groups"]
+    md = (write_report(ev, tmp_path / "r", title="t") / "report.md").read_text()
+    lo, hi = ci["segments"]
+    assert f"| as-is | 25 | 0.760 | {lo:.3f}–{hi:.3f} |" in md
 
 
 def test_training_and_evaluation_import_no_tensorflow():
