@@ -788,9 +788,13 @@ def measure_speed(model, *, batch: int = 1024, repeats: int = 4) -> dict:
 
 
 def _clean_copy(model):
-    """The model without optimizer state, for a lean bundle."""
-    keras = _keras()
-    clean = keras.models.clone_model(model)
+    """The model without optimizer state, for a lean bundle.
+
+    Built from the model's config, not with ``keras.models.clone_model``: the clone of a
+    compiled model is compiled with the same optimizer, and saving it stores Adam's two
+    moments beside the weights (three times the file).
+    """
+    clean = type(model).from_config(model.get_config())
     clean.set_weights(model.get_weights())
     return clean
 

@@ -127,6 +127,24 @@ def test_manifest_records_contract_data_and_heldout_figures(trained):
 
 
 @pytest.mark.slow
+def test_saved_weights_hold_no_optimizer_state(trained):
+    """Adam keeps two moments per weight: saved with the model they would triple the file."""
+    import zipfile
+
+    import h5py
+
+    def stored(group) -> int:
+        n = []
+        group.visititems(lambda _, o: n.append(o.size) if isinstance(o, h5py.Dataset) else None)
+        return sum(n)
+
+    with zipfile.ZipFile(trained.bundle.path / MODEL_FILE) as z, z.open("model.weights.h5") as raw:
+        with h5py.File(raw, "r") as h5:
+            assert stored(h5["layers"]) == trained.model.count_params()
+            assert "optimizer" not in h5 or stored(h5["optimizer"]) == 0
+
+
+@pytest.mark.slow
 def test_a_bundle_is_never_overwritten(trained, dataset):
     before = file_sha256(trained.bundle.path / MODEL_FILE)
     with pytest.raises(BundleError, match="never overwritten"):
