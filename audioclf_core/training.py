@@ -922,6 +922,9 @@ def train(
     parent: Bundle | None = None
     if from_bundle is not None:
         parent = load_bundle(from_bundle)
+        if parent.manifest.architecture.startswith("ensemble"):
+            raise ParameterError(f"{parent.path} is an {parent.manifest.architecture}: fine-tune one of its members "
+                                 "(listed under provenance.ensemble_of), then build the ensemble again")
         if parent.path.resolve() == out.resolve():
             raise BundleError(f"--out {out} is the bundle being fine-tuned; a new version needs a new folder")
         m = parent.manifest
@@ -1150,6 +1153,102 @@ def repool(
         write_report(evaluations, report, title=f"{new.name} {new.version}: held-out evaluation",
                      context=_report_context(new))
     return new
+
+
+# What members of one ensemble must share: the contract a pipeline reads from the manifest.
+ENSEMBLE_CONTRACT = ("labels", "sample_rate", "window_s", "hop_s", "features", "silence", "pooling")
+
+
+def _split_groups(b: Bundle) -> tuple[list, list]:
+    split = b.manifest.provenance.get("data", {}).get("split", {})
+    return (sorted(split.get("test", {}).get("groups", [])), sorted(split.get("val", {}).get("groups", [])))
+
+
+def ensemble(
+    bundles: Sequence[str | Path | Bundle], data, *, out: str | Path, version: str, name: str | None = None,
+    description: str | None = None, report: str | Path | None = None, log: Log | None = None,
+) -> Bundle:
+    """One bundle whose model averages the window probabilities of several trained bundles.
+
+    Runs of one recipe that differ only in their seed disagree on voices none of them heard;
+    their mean is steadier than any one of them. The members must share the contract (labels,
+    rate, windows, features, silence, pooling) and the split (the same held-out and validation
+    groups, so that no member trained on clips another holds out). The result is a single
+    Keras model (the members as sub-models, then their mean), so every engine, LiteRT
+    included, runs it like any bundle. Its manifest records each member (version, weights'
+    sha256, seed, validation accuracy) under ``provenance.ensemble_of``, and figures measured
+    on ``data``: the held-out groups as-is and through the telephone channel, and the
+    validation groups (``evaluation.validation``), which is how members and ensembles are
+    compared without looking at the held-out figure. Never overwrites a bundle.
+    """
+    from .bundle import save_bundle
+    from .evaluation import CONDITIONS, evaluate_bundle, write_report
+
+    members = [b if isinstance(b, Bundle) else load_bundle(b) for b in bundles]
+    if len(members) < 2:
+        raise ParameterError(f"an ensemble needs at least two bundles, got {len(members)}")
+    first = members[0]
+    ref = first.manifest.model_dump(mode="json")
+    for b in members:
+        if b.manifest.architecture.startswith("ensemble") or not b.manifest.trained:
+            raise ParameterError(f"{b.path}: members must be trained single models, not {b.manifest.architecture or 'untrained'}")
+        differ = [k for k in ENSEMBLE_CONTRACT if b.manifest.model_dump(mode="json")[k] != ref[k]]
+        if differ:
+            raise ParameterError(f"{b.path} differs from {first.path} in {', '.join(differ)}: members share one contract")
+        if _split_groups(b) != _split_groups(first):
+            raise ParameterError(f"{b.path} holds out other groups than {first.path}: a member could have trained on "
+                                 "clips another holds out")
+    if len({b.sha256 for b in members}) < len(members):
+        raise ParameterError("the same weights are listed twice")
+    test_groups, val_groups = _split_groups(first)
+    if not test_groups:
+        raise ParameterError(f"{first.path} lists no held-out groups: an ensemble is measured on its members' held-out groups")
+    out = Path(out)
+    refuse_existing(out)
+
+    keras = _keras()
+    window = keras.Input(shape=first.input_shape, name="window")
+    outputs = [keras.Model(b.model.inputs[0], b.model.outputs[0], name=f"member_{i}")(window) for i, b in enumerate(members)]
+    model = keras.Model(window, keras.layers.Average(name="mean_probability")(outputs), name="ensemble")
+    archs = sorted({b.manifest.architecture for b in members})
+    trainings = [b.manifest.provenance.get("training", {}) for b in members]
+    provenance = {
+        "data": ref["provenance"].get("data", {}),
+        "training": {"arch": "ensemble", "arch_kwargs": trainings[0].get("arch_kwargs", {}),
+                     "parameters": int(model.count_params()), "members": len(members)},
+        "ensemble_of": [{"name": b.name, "version": b.version, "sha256": b.sha256, "architecture": b.manifest.architecture,
+                         **{k: t.get(k) for k in ("seed", "arch_kwargs", "epochs_run", "best_val_window_accuracy",
+                                                  "keras_backend", "machine") if k in t}}
+                        for b, t in zip(members, trainings)],
+        "built_by": "audioclf_core.training.ensemble",
+    }
+    fields = {k: ref[k] for k in ENSEMBLE_CONTRACT}
+    bundle = save_bundle(model, out, name=name or first.name, version=version, trained=True,
+                         description=first.manifest.description if description is None else description,
+                         architecture=f"ensemble of {len(members)} {'/'.join(archs)}", provenance=provenance, **fields)
+    try:
+        evaluations = {c: evaluate_bundle(bundle, data, groups=test_groups, condition=c, log=log) for c in CONDITIONS}
+        validation = evaluate_bundle(bundle, data, groups=val_groups).metrics() if val_groups else None
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # written here a moment ago: leave no bundle without figures
+        raise
+    evaluation = {
+        "heldout_groups": test_groups,
+        "unit": f"segment (a clip; its windows' probabilities pooled as the pipeline pools them: {first.pooling})",
+        "conditions": {c: e.metrics() for c, e in evaluations.items()},
+        "validation": None if validation is None else {k: validation[k] for k in ("segments", "accuracy", "per_group")},
+        "speed": measure_speed(model),
+        "accuracy": round(evaluations["as-is"].accuracy, 4), "macro_f1": round(evaluations["as-is"].macro_f1, 4),
+    }
+    write_manifest(out, Manifest.model_validate({**bundle.manifest.model_dump(mode="json"), "evaluation": evaluation}))
+    bundle = load_bundle(out)
+    if log:
+        log(f"wrote bundle {out} ({bundle.name} {bundle.version}, {len(members)} members): held-out accuracy "
+            f"{evaluation['accuracy']}, validation {None if validation is None else validation['accuracy']}")
+    if report is not None:
+        write_report(evaluations, report, title=f"{bundle.name} {bundle.version}: held-out evaluation",
+                     context=_report_context(bundle))
+    return bundle
 
 
 def _report_context(bundle: Bundle) -> dict:

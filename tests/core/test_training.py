@@ -27,6 +27,7 @@ from audioclf_core.training import (
     WindowSampler,
     augment,
     band_limit,
+    ensemble,
     group_split,
     load_table,
     mask_window,
@@ -199,6 +200,56 @@ def test_repooling_keeps_the_weights_and_measures_the_figures_again(trained, dat
         repool(src.path, dataset, out=new.path, pooling="energy", version="1.0.2")
     with pytest.raises(ParameterError, match="pooling='max'"):
         repool(src.path, dataset, out=tmp_path / "x", pooling="max", version="1.0.2")
+
+
+@pytest.mark.slow
+def test_an_ensemble_is_one_bundle_that_averages_its_members(trained, dataset, tmp_path):
+    from audioclf_core.engines import load_engine
+    from audioclf_core.model import Predictor
+
+    twin = train(dataset, out=tmp_path / "twin", arch="cnn", preset="smn", arch_kwargs={"width": 4}, epochs=1,
+                 batch_size=16, max_windows_per_epoch=48, test_groups=TEST_GROUPS, val_fraction=0.0, seed=11,
+                 verbose=0, workers=1).bundle
+    members = [trained.bundle, twin]
+    assert twin.sha256 != trained.bundle.sha256
+    ens = ensemble([m.path for m in members], dataset, out=tmp_path / "ens", version="2.0.0", report=tmp_path / "rep")
+    assert (ens.name, ens.version, ens.labels, ens.pooling) == ("speech-music-noise", "2.0.0", trained.bundle.labels, "energy")
+    assert ens.manifest.architecture == "ensemble of 2 cnn"
+    assert [(m["version"], m["sha256"], m["seed"]) for m in ens.manifest.provenance["ensemble_of"]] == \
+        [("1.0.0", trained.bundle.sha256, 3), ("1.0.0", twin.sha256, 11)]
+    # its probabilities are the members' mean, on real windows, through Keras and through LiteRT
+    y, _ = sf.read(DATA / "speech_en_vm-nobodyavail.wav", dtype="float32")
+    x = ens.features.windows(y, window=ens.window_samples, hop=ens.hop_samples)
+    mean = np.mean([Predictor(m.model)(x) for m in members], axis=0)
+    assert not np.allclose(Predictor(members[0].model)(x), mean, atol=1e-3)  # the twin does move the answer
+    np.testing.assert_allclose(Predictor(ens.model)(x), mean, atol=1e-6)
+    np.testing.assert_allclose(load_engine(ens, engine="litert")(x), mean, atol=1e-4)
+    # figures measured on the members' held-out groups, as a fresh evaluation gives them
+    for cond in ("as-is", "telephone"):
+        want = evaluate_bundle(ens, dataset, heldout_only=True, condition=cond)
+        assert want.n == 6 and ens.manifest.evaluation["conditions"][cond] == want.metrics()
+    assert ens.manifest.evaluation["validation"] is None  # these members were trained without validation groups
+    assert (tmp_path / "rep" / "report.md").is_file()
+    # refusals, each before anything is written
+    with pytest.raises(BundleError, match="never overwritten"):
+        ensemble([m.path for m in members], dataset, out=ens.path, version="2.0.1")
+    with pytest.raises(ParameterError, match="at least two"):
+        ensemble([twin.path], dataset, out=tmp_path / "one", version="2.0.1")
+    with pytest.raises(ParameterError, match="listed twice"):
+        ensemble([twin.path, twin.path], dataset, out=tmp_path / "twice", version="2.0.1")
+    with pytest.raises(ParameterError, match="not ensemble of 2 cnn"):
+        ensemble([ens.path, twin.path], dataset, out=tmp_path / "nested", version="2.0.1")
+    other_split = train(dataset, out=tmp_path / "other", arch="cnn", preset="smn", arch_kwargs={"width": 4}, epochs=1,
+                        batch_size=16, max_windows_per_epoch=48, test_groups=TEST_GROUPS[:2], val_fraction=0.0,
+                        seed=12, verbose=0, workers=1).bundle
+    with pytest.raises(ParameterError, match="holds out other groups"):
+        ensemble([trained.bundle.path, other_split.path], dataset, out=tmp_path / "split", version="2.0.1")
+    mean_pooled = repool(twin.path, dataset, out=tmp_path / "twin-mean", pooling="mean", version="1.0.1")
+    with pytest.raises(ParameterError, match="in pooling"):
+        ensemble([trained.bundle.path, mean_pooled.path], dataset, out=tmp_path / "pool", version="2.0.1")
+    with pytest.raises(ParameterError, match="fine-tune one of its members"):
+        train(dataset, out=tmp_path / "tuned", from_bundle=ens.path, epochs=1, verbose=0)
+    assert not any((tmp_path / n).exists() for n in ("one", "twice", "nested", "split", "pool", "tuned"))
 
 
 @pytest.mark.slow
