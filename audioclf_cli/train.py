@@ -26,12 +26,19 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(EXIT_ERROR)
 
 
-def _results_table(metrics: dict, *, title: str) -> Table:
-    table = Table("label", "precision", "recall", "F1", "segments", "ROC-AUC", title=title)
+def _print_results(console: Console, metrics: dict, *, heading: str) -> None:
+    """One line (accuracy with its 95 % intervals, macro F1), then the per-class table."""
+    from audioclf_core.evaluation import format_interval
+
+    ci = metrics.get("accuracy_ci95") or {}
+    parts = [f"{format_interval(ci[k])} over {k}" for k in ("segments", "groups") if ci.get(k)]
+    console.print(f"{heading}: accuracy {metrics['accuracy']:.4f}" + (f" (95 %: {', '.join(parts)})" if parts else "")
+                  + f", macro F1 {metrics['macro_f1']:.4f}", soft_wrap=True)
+    table = Table("label", "precision", "recall", "F1", "segments", "ROC-AUC")
     for label, m in metrics["per_class"].items():
         auc = "–" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
         table.add_row(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]), auc)
-    return table
+    console.print(table)
 
 
 def run_train(
@@ -82,8 +89,7 @@ def run_train(
         b = result.bundle
         console.print(f"[bold]{b.name} {b.version}[/] -> {b.path}")
         for cond, metrics in b.manifest.evaluation.get("conditions", {}).items():
-            console.print(_results_table(metrics, title=f"held out ({cond}): accuracy {metrics['accuracy']:.4f}, "
-                                                        f"macro F1 {metrics['macro_f1']:.4f}"))
+            _print_results(console, metrics, heading=f"held out ({cond})")
     return result
 
 
@@ -113,8 +119,7 @@ def run_evaluate(
                + (f", groups {groups}" if groups else "") + f"; condition {condition})"}
     folder = write_report({condition: ev}, report, title=f"{b.name} {b.version}: evaluation", context=context)
     if console is not None:
-        console.print(_results_table(ev.metrics(), title=f"{ev.n} segments ({condition}): accuracy {ev.accuracy:.4f}, "
-                                                         f"macro F1 {ev.macro_f1:.4f}"))
+        _print_results(console, ev.metrics(), heading=f"{ev.n} segments ({condition})")
         console.print(f"report: {folder / 'report.md'}")
     return ev
 

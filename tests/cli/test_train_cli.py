@@ -81,6 +81,7 @@ def test_train_writes_a_bundle_and_a_report(trained):
     lo, hi = wilson_interval(correct, 6)
     assert (f"held out (as-is): accuracy {metrics['accuracy']:.3f} on 6 segments, 3 groups; "
             f"95 % interval {lo:.3f}–{hi:.3f} over segments") in shown.stdout
+    assert f"accuracy {metrics['accuracy']:.4f} (95 %: {lo:.3f}–{hi:.3f} over segments, " in proc.stderr
 
 
 @pytest.mark.slow
