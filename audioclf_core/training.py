@@ -840,6 +840,18 @@ def _hours(table: pd.DataFrame, lengths, sr: int) -> dict:
     return {k: round(float(n[lab == k].sum()) / sr / 3600, 4) for k in sorted(set(lab))}
 
 
+def _heldout_figures(evaluations: Mapping[str, Any], pooling: str) -> dict[str, Any]:
+    """The manifest's record of held-out evaluations: unit, every condition, and the as-is headline."""
+    figures: dict[str, Any] = {
+        "unit": f"segment (a clip; its windows' probabilities pooled as the pipeline pools them: {pooling})",
+        "conditions": {c: e.metrics() for c, e in evaluations.items()},
+    }
+    if "as-is" in evaluations:
+        figures["accuracy"] = round(evaluations["as-is"].accuracy, 4)
+        figures["macro_f1"] = round(evaluations["as-is"].macro_f1, 4)
+    return figures
+
+
 def train(
     data: str | Path | pd.DataFrame,
     *,
@@ -1081,15 +1093,8 @@ def train(
     if parent is not None:
         provenance["parent"] = {"name": parent.name, "version": parent.version, "sha256": parent.sha256,
                                 "freeze_features": freeze_features}
-    evaluation: dict[str, Any] = {
-        "heldout_groups": data_summary["split"]["test"]["groups"],
-        "unit": f"segment (a clip; its windows' probabilities pooled as the pipeline pools them: {task.pooling})",
-        "conditions": {c: e.metrics() for c, e in evaluations.items()},
-        "speed": speed,
-    }
-    if evaluations:
-        evaluation["accuracy"] = round(evaluations["as-is"].accuracy, 4)
-        evaluation["macro_f1"] = round(evaluations["as-is"].macro_f1, 4)
+    evaluation: dict[str, Any] = {"heldout_groups": data_summary["split"]["test"]["groups"],
+                                  **_heldout_figures(evaluations, task.pooling), "speed": speed}
     from .bundle import save_bundle
 
     bundle = save_bundle(
@@ -1121,7 +1126,7 @@ def repool(
     held-out figures measured again on ``data`` (the bundle's held-out groups, as-is and
     through the telephone channel). Never overwrites a bundle.
     """
-    from .evaluation import CONDITIONS, evaluate_bundle, write_report
+    from .evaluation import CONDITIONS, evaluate_bundle
 
     src = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     if pooling not in POOLINGS:
@@ -1135,24 +1140,30 @@ def repool(
                   created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     staged = Bundle(path=src.path, manifest=Manifest.model_validate(fields))  # src's weights, the new pooling
     evaluations = {c: evaluate_bundle(staged, data, heldout_only=True, condition=c, log=log) for c in CONDITIONS}
-    evaluation = {**fields["evaluation"],
-                  "unit": f"segment (a clip; its windows' probabilities pooled as the pipeline pools them: {pooling})",
-                  "conditions": {c: e.metrics() for c, e in evaluations.items()},
-                  "accuracy": round(evaluations["as-is"].accuracy, 4), "macro_f1": round(evaluations["as-is"].macro_f1, 4)}
+    evaluation = {**fields["evaluation"], **_heldout_figures(evaluations, pooling)}
     manifest = Manifest.model_validate({**fields, "evaluation": evaluation})
     out.mkdir(parents=True, exist_ok=True)
     for name in (MODEL_FILE, LITERT_FILE):
         if (src.path / name).exists():
             shutil.copyfile(src.path / name, out / name)
+    return _publish(out, manifest, evaluations, report=report, log=log,
+                    done=f"pooling {pooling}): held-out accuracy {src.manifest.evaluation.get('accuracy')} -> "
+                         f"{evaluation['accuracy']}")
+
+
+def _publish(out: Path, manifest: Manifest, evaluations: Mapping[str, Any], *, report: str | Path | None,
+             log: Log | None, done: str) -> Bundle:
+    """Write the manifest that completes the bundle in ``out``, say so, and write its report."""
+    from .evaluation import write_report
+
     write_manifest(out, manifest)
-    new = load_bundle(out)
+    bundle = load_bundle(out)
     if log:
-        log(f"wrote bundle {out} ({new.name} {new.version}, pooling {pooling}): held-out accuracy "
-            f"{src.manifest.evaluation.get('accuracy')} -> {evaluation['accuracy']}")
+        log(f"wrote bundle {out} ({bundle.name} {bundle.version}, {done}")
     if report is not None:
-        write_report(evaluations, report, title=f"{new.name} {new.version}: held-out evaluation",
-                     context=_report_context(new))
-    return new
+        write_report(evaluations, report, title=f"{bundle.name} {bundle.version}: held-out evaluation",
+                     context=_report_context(bundle))
+    return bundle
 
 
 # What members of one ensemble must share: the contract a pipeline reads from the manifest.
@@ -1182,7 +1193,7 @@ def ensemble(
     compared without looking at the held-out figure. Never overwrites a bundle.
     """
     from .bundle import save_bundle
-    from .evaluation import CONDITIONS, evaluate_bundle, write_report
+    from .evaluation import CONDITIONS, evaluate_bundle
 
     members = [b if isinstance(b, Bundle) else load_bundle(b) for b in bundles]
     if len(members) < 2:
@@ -1233,22 +1244,14 @@ def ensemble(
         shutil.rmtree(out, ignore_errors=True)  # written here a moment ago: leave no bundle without figures
         raise
     evaluation = {
-        "heldout_groups": test_groups,
-        "unit": f"segment (a clip; its windows' probabilities pooled as the pipeline pools them: {first.pooling})",
-        "conditions": {c: e.metrics() for c, e in evaluations.items()},
+        "heldout_groups": test_groups, **_heldout_figures(evaluations, first.pooling),
         "validation": None if validation is None else {k: validation[k] for k in ("segments", "accuracy", "per_group")},
         "speed": measure_speed(model),
-        "accuracy": round(evaluations["as-is"].accuracy, 4), "macro_f1": round(evaluations["as-is"].macro_f1, 4),
     }
-    write_manifest(out, Manifest.model_validate({**bundle.manifest.model_dump(mode="json"), "evaluation": evaluation}))
-    bundle = load_bundle(out)
-    if log:
-        log(f"wrote bundle {out} ({bundle.name} {bundle.version}, {len(members)} members): held-out accuracy "
-            f"{evaluation['accuracy']}, validation {None if validation is None else validation['accuracy']}")
-    if report is not None:
-        write_report(evaluations, report, title=f"{bundle.name} {bundle.version}: held-out evaluation",
-                     context=_report_context(bundle))
-    return bundle
+    manifest = Manifest.model_validate({**bundle.manifest.model_dump(mode="json"), "evaluation": evaluation})
+    return _publish(out, manifest, evaluations, report=report, log=log,
+                    done=f"{len(members)} members): held-out accuracy {evaluation['accuracy']}, validation "
+                         f"{None if validation is None else validation['accuracy']}")
 
 
 def _report_context(bundle: Bundle) -> dict:
