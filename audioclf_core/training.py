@@ -1147,7 +1147,7 @@ def repool(
         if (src.path / name).exists():
             shutil.copyfile(src.path / name, out / name)
     return _publish(out, manifest, evaluations, report=report, log=log,
-                    done=f"pooling {pooling}): held-out accuracy {src.manifest.evaluation.get('accuracy')} -> "
+                    done=f"pooling {pooling}, held-out accuracy {src.manifest.evaluation.get('accuracy')} -> "
                          f"{evaluation['accuracy']}")
 
 
@@ -1159,7 +1159,7 @@ def _publish(out: Path, manifest: Manifest, evaluations: Mapping[str, Any], *, r
     write_manifest(out, manifest)
     bundle = load_bundle(out)
     if log:
-        log(f"wrote bundle {out} ({bundle.name} {bundle.version}, {done}")
+        log(f"wrote bundle {out} ({bundle.name} {bundle.version}): {done}")
     if report is not None:
         write_report(evaluations, report, title=f"{bundle.name} {bundle.version}: held-out evaluation",
                      context=_report_context(bundle))
@@ -1182,7 +1182,7 @@ def ensemble(
     """One bundle whose model averages the window probabilities of several trained bundles.
 
     Runs of one recipe that differ only in their seed disagree on voices none of them heard;
-    their mean is steadier than any one of them. The members must share the contract (labels,
+    their mean depends less on the seed than any one of them does. The members must share the contract (labels,
     rate, windows, features, silence, pooling) and the split (the same held-out and validation
     groups, so that no member trained on clips another holds out). The result is a single
     Keras model (the members as sub-models, then their mean), so every engine, LiteRT
@@ -1250,7 +1250,7 @@ def ensemble(
     }
     manifest = Manifest.model_validate({**bundle.manifest.model_dump(mode="json"), "evaluation": evaluation})
     return _publish(out, manifest, evaluations, report=report, log=log,
-                    done=f"{len(members)} members): held-out accuracy {evaluation['accuracy']}, validation "
+                    done=f"{len(members)} members, held-out accuracy {evaluation['accuracy']}, validation "
                          f"{None if validation is None else validation['accuracy']}")
 
 
