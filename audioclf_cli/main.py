@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -111,10 +112,13 @@ def run(
 
 
 @models_app.command("list")
-def models_list() -> None:
-    """List the shipped model bundles."""
+def models_list(
+    folders: Annotated[Optional[list[Path]], typer.Argument(
+        help="Folders to look for local bundles in (each folder, its sub-folders and theirs).", show_default=False)] = None,
+) -> None:
+    """List the shipped model bundles and those in FOLDERS, with their recorded held-out accuracy."""
     try:
-        list_models(console=Console(highlight=False))
+        list_models(console=Console(highlight=False), folders=folders or (), warn=err)
     except AudioClfError as exc:
         _fail(exc)
 

@@ -132,6 +132,7 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
         (["classify", "samples/", "--out", "{tmp}", "--channels", "left"], "--channels 'left'"),
         (["classify", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),
         (["models", "show", "nope"], "no model bundle 'nope'"),
+        (["models", "list", "no/such/folder"], "no/such/folder: no such folder"),
     ],
 )
 def test_errors_are_one_readable_line(tmp_path, args, needle):
@@ -141,7 +142,16 @@ def test_errors_are_one_readable_line(tmp_path, args, needle):
 
 
 def test_models_list_and_show():
-    proc = run("models", "list")
-    assert proc.returncode == 0 and "placeholder" in proc.stdout and "NO" in proc.stdout
+    from audioclf_core.bundle import load_bundle
+
+    proc = run("models", "list", env={"COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines() if line.count("│") > 2}
+    assert "untrained" in rows["placeholder"] and "shipped" in rows["placeholder"]
+    assert "shipped (default)" in rows["speech-music-noise"]
+    for name in ("speech-music-noise", "digits"):   # the figure each manifest records, from its per-group counts
+        rec = load_bundle(name, verify=False).manifest.evaluation["conditions"]["as-is"]
+        right = sum(round(g["accuracy"] * g["segments"]) for g in rec["per_group"].values())
+        assert f"{100 * right / rec['segments']:.1f} % ({len(rec['per_group'])} groups)" in rows[name]
     proc = run("models", "show", "placeholder")
     assert proc.returncode == 0 and '"trained": false' in proc.stdout and "97 frames x 64 features" in proc.stdout

@@ -24,9 +24,9 @@ AUDIOCLF = str(Path(sys.executable).with_name("audioclf"))
 SR = 8000
 
 
-def run(*args):
+def run(*args, env_extra=None):
     return subprocess.run([AUDIOCLF, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})})
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,25 @@ def test_train_writes_a_bundle_and_a_report(trained):
     assert (f"held out (as-is): accuracy {metrics['accuracy']:.3f} on 6 segments, 3 groups; "
             f"95 % interval {lo:.3f}–{hi:.3f} over segments") in shown.stdout
     assert f"accuracy {metrics['accuracy']:.4f} (95 %: {lo:.3f}–{hi:.3f} over segments, " in proc.stderr
+
+
+@pytest.mark.slow
+def test_models_list_finds_local_bundles_and_skips_broken_ones(trained, tmp_path):
+    out, _, _ = trained
+    shutil.copytree(out, tmp_path / "runs" / "smn" / "1.0.0")
+    broken = tmp_path / "runs" / "broken"
+    shutil.copytree(out, broken)
+    (broken / MANIFEST).write_text("{ not json")
+    proc = run("models", "list", str(tmp_path / "runs"), str(out.parent), env_extra={"COLUMNS": "250"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("warning: skipped") == 1 and str(broken) in proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "speech-music-noise" in line and "shipped" not in line]
+    metrics = load_bundle(out).manifest.evaluation["conditions"]["as-is"]
+    right = round(metrics["accuracy"] * metrics["segments"])
+    for where in (tmp_path / "runs" / "smn" / "1.0.0", out):
+        row = next(r for r in rows if str(where) in r)
+        assert "1.0.0" in row and f"{100 * right / 6:.1f} % (3 groups)" in row
+    assert "placeholder" in proc.stdout  # the shipped ones are listed too
 
 
 @pytest.mark.slow
