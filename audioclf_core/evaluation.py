@@ -123,14 +123,18 @@ def group_bootstrap_interval(
     return float(low), float(high)
 
 
-def accuracy_intervals(per_group: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[float, float] | None]:
-    """Both 95 % intervals from a ``per_group`` record (``segments`` and ``accuracy`` per group).
+def group_counts(per_group: Mapping[str, Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Segments right and segments in all, per group, from a ``per_group`` record (``segments``
+    and ``accuracy`` per group: what a bundle's manifest and ``metrics.json`` keep)."""
+    segments = np.array([int(g["segments"]) for g in per_group.values()], dtype=np.int64)
+    correct = np.array([int(round(float(g["accuracy"]) * int(g["segments"]))) for g in per_group.values()], dtype=np.int64)
+    return correct, segments
 
-    This is what a bundle's manifest and ``metrics.json`` keep, so the intervals of a figure
-    recorded before they were reported can be computed again from the record.
-    """
-    segments = np.array([int(g["segments"]) for g in per_group.values()])
-    correct = np.array([int(round(float(g["accuracy"]) * int(g["segments"]))) for g in per_group.values()])
+
+def accuracy_intervals(per_group: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[float, float] | None]:
+    """Both 95 % intervals from a ``per_group`` record, so the intervals of a figure recorded
+    before they were reported can be computed again from the record."""
+    correct, segments = group_counts(per_group)
     return {"segments": wilson_interval(int(correct.sum()), int(segments.sum())),
             "groups": group_bootstrap_interval(correct, segments)}
 
