@@ -131,12 +131,17 @@ def group_counts(per_group: Mapping[str, Mapping[str, float]]) -> tuple[np.ndarr
     return correct, segments
 
 
+def count_intervals(correct: np.ndarray, segments: np.ndarray) -> dict[str, tuple[float, float] | None]:
+    """Both 95 % intervals of pooled accuracy from per-group counts: ``segments`` (Wilson, over
+    all segments) and ``groups`` (bootstrap over whole groups)."""
+    return {"segments": wilson_interval(int(np.sum(correct)), int(np.sum(segments))),
+            "groups": group_bootstrap_interval(correct, segments)}
+
+
 def accuracy_intervals(per_group: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[float, float] | None]:
     """Both 95 % intervals from a ``per_group`` record, so the intervals of a figure recorded
     before they were reported can be computed again from the record."""
-    correct, segments = group_counts(per_group)
-    return {"segments": wilson_interval(int(correct.sum()), int(segments.sum())),
-            "groups": group_bootstrap_interval(correct, segments)}
+    return count_intervals(*group_counts(per_group))
 
 
 @dataclass
@@ -179,10 +184,8 @@ class Evaluation:
 
     def accuracy_intervals(self) -> dict[str, tuple[float, float] | None]:
         """95 % intervals of :attr:`accuracy`: over ``segments`` (Wilson) and over ``groups`` (bootstrap)."""
-        df = pd.DataFrame({"group": self.groups, "correct": self.y_pred == self.y_true})
-        g = df.groupby("group")["correct"]
-        return {"segments": wilson_interval(int(df["correct"].sum()), self.n),
-                "groups": group_bootstrap_interval(g.sum().to_numpy(), g.size().to_numpy())}
+        g = pd.DataFrame({"group": self.groups, "correct": self.y_pred == self.y_true}).groupby("group")["correct"]
+        return count_intervals(g.sum().to_numpy(), g.size().to_numpy())
 
     @property
     def macro_f1(self) -> float:
