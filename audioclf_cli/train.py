@@ -67,10 +67,17 @@ def run_train(
     version: str | None = None,
     report: str | Path | None = None,
     workers: int = 2,
+    augment: list[str] | None = None,
     console: Console | None = None,
 ):
     """Train (or fine-tune) a bundle and print its held-out figures; returns the :class:`TrainResult`."""
-    from audioclf_core.training import train
+    from dataclasses import replace
+
+    from audioclf_core.training import get_preset, train
+
+    preset = get_preset(task_preset)
+    if augment:
+        preset = replace(preset, augment=preset.augment.with_items(augment))
 
     def log(msg: str) -> None:
         if console is not None:
@@ -78,7 +85,7 @@ def run_train(
 
     verbose = 0 if console is None else (1 if sys.stderr.isatty() else 2)
     result = train(
-        data, out=out, arch=arch, preset=task_preset, from_bundle=from_bundle, freeze_features=freeze_features,
+        data, out=out, arch=arch, preset=preset, from_bundle=from_bundle, freeze_features=freeze_features,
         epochs=epochs, seed=seed, search=search, arch_kwargs=arch_kwargs, learning_rate=learning_rate,
         batch_size=batch_size, patience=patience, test_groups=test_groups or (), val_groups=val_groups or (),
         test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat,
@@ -150,6 +157,7 @@ def train_command(
     version: Annotated[Optional[str], typer.Option(help="Bundle version (default 1.0.0, or the parent's next minor version).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the held-out evaluation report (report.md, plots, tables) here.")] = None,
     workers: Annotated[int, typer.Option(help="Threads that decode and augment training windows while the model trains.")] = 2,
+    augment: Annotated[Optional[list[str]], typer.Option("--augment", metavar="NAME=VALUE", help="Change one augmentation parameter of the preset (repeat the option); NAME=LOW,HIGH for a range, e.g. p_pitch=0.5, pitch=0.7,1.6, p_reverb=0.3, p_telephone=0. Names: audioclf_core.training.AugmentParams.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Train a bundle on labelled clips (or fine-tune one with --from) and evaluate it on held-out groups."""
@@ -161,7 +169,7 @@ def train_command(
             learning_rate=learning_rate, batch_size=batch_size, patience=patience, test_groups=test_group,
             val_groups=val_group, test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat, max_windows=max_windows,
             time_budget_s=time_budget_min * 60 if time_budget_min else None, name=name, version=version,
-            report=report, workers=workers, console=None if quiet else err,
+            report=report, workers=workers, augment=augment, console=None if quiet else err,
         )
     except AudioClfError as exc:
         _fail(exc)

@@ -24,7 +24,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -93,6 +93,17 @@ class AugmentParams:
         so no single band or instant decides the class.
     mask_bands, mask_frames : int
         Widest band and frame masks.
+    p_pitch : float
+        Probability of a voice-pitch change that keeps tempo and formants (:func:`shift_pitch`).
+    pitch : (float, float)
+        Pitch factor range, drawn log-uniformly.
+    p_reverb : float
+        Probability of a room: the audio is convolved with a synthetic room impulse response
+        (:func:`room_response`), as a speaker-phone or a home recording sounds.
+    rt60_s : (float, float)
+        Reverberation time range (the tail's 60 dB decay), seconds.
+    drr_db : (float, float)
+        Direct-to-reverberant energy ratio range, dB (high: close to the microphone).
     """
 
     gain_db: tuple[float, float] = (-30.0, 3.0)
@@ -112,9 +123,51 @@ class AugmentParams:
     p_mask: float = 0.0
     mask_bands: int = 6
     mask_frames: int = 10
+    p_pitch: float = 0.0
+    pitch: tuple[float, float] = (0.6, 1.8)
+    p_reverb: float = 0.0
+    rt60_s: tuple[float, float] = (0.15, 0.8)
+    drr_db: tuple[float, float] = (-3.0, 15.0)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name.startswith("p_") and not 0.0 <= v <= 1.0:
+                raise ParameterError(f"augmentation {f.name}={v} must be a probability in [0, 1]")
+            if isinstance(v, tuple):
+                if len(v) != 2 or v[0] > v[1]:
+                    raise ParameterError(f"augmentation {f.name}={v} must be a range LOW,HIGH with LOW <= HIGH")
+                if f.name in POSITIVE_RANGES and v[0] <= 0:
+                    raise ParameterError(f"augmentation {f.name}={v} must be positive")
+            if f.name in ("mask_bands", "mask_frames", "pad_s") and v < 0:
+                raise ParameterError(f"augmentation {f.name}={v} must be 0 or more")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_items(self, items: Sequence[str]) -> "AugmentParams":
+        """These parameters with ``NAME=VALUE`` items applied (``NAME=LOW,HIGH`` for a range),
+        as ``audioclf train --augment`` gives them; each item is checked."""
+        kinds = {f.name: type(getattr(self, f.name)) for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for item in items:
+            name, sep, text = (part.strip() for part in item.partition("="))
+            if not sep or name not in kinds:
+                raise ParameterError(f"--augment {item!r}: expected NAME=VALUE with NAME one of {', '.join(kinds)}")
+            try:
+                if kinds[name] is tuple:
+                    low, high = (float(x) for x in text.split(","))
+                    changes[name] = (low, high)
+                else:
+                    changes[name] = kinds[name](text)
+            except ValueError:
+                shape = "LOW,HIGH (two numbers)" if kinds[name] is tuple else f"one {kinds[name].__name__}"
+                raise ParameterError(f"--augment {item!r}: {name} takes {shape}") from None
+        return replace(self, **changes)
+
+
+# Ranges of factors and times: zero or less means nothing.
+POSITIVE_RANGES = ("speed", "short_s", "stretch", "pitch", "rt60_s")
 
 
 @dataclass(frozen=True)
@@ -446,6 +499,39 @@ def time_stretch(y: np.ndarray, rate: float, *, n_fft: int = STRETCH_N_FFT, hop:
     return np.pad(out, (0, max(0, n - out.size)))[:n].astype(np.float32)
 
 
+def spectral_envelope(spec: np.ndarray, *, n_fft: int, lifter: int) -> np.ndarray:
+    """Smoothed magnitude envelope of each frame (bins x frames): the log spectrum's first
+    ``lifter`` cepstral coefficients, which keep the formants and drop the harmonics."""
+    logmag = np.log(np.abs(spec) + 1e-6)
+    cep = np.fft.irfft(logmag, n_fft, axis=0)
+    cep[lifter: n_fft - lifter + 1] = 0.0
+    return np.exp(np.fft.rfft(cep, axis=0).real)
+
+
+def shift_pitch(y: np.ndarray, factor: float, *, sr: int, n_fft: int = 512, hop: int = 128,
+                lifter_s: float = 0.0025) -> np.ndarray:
+    """Raise the voice pitch ``factor`` times, keeping tempo and formants (vocal tract).
+
+    A tempo change by ``1 / factor`` played ``factor`` times faster moves pitch and formants
+    together; the original spectral envelope (cepstrum liftered at ``lifter_s``, 2.5 ms: below
+    the period of voices up to 400 Hz) is then put back on the moved harmonics. A woman's or a
+    child's voice differs from a man's more in pitch (about an octave) than in formants
+    (15-20 %); speed changes alone cannot make one from the other.
+    """
+    y = np.asarray(y, dtype=np.float32)
+    if factor == 1.0 or y.size < n_fft:
+        return y
+    moved = change_speed(time_stretch(y, 1.0 / factor), factor, sr=sr)
+    moved = np.pad(moved, (0, max(0, y.size - moved.size)))[: y.size]
+    kw = dict(nperseg=n_fft, noverlap=n_fft - hop, boundary="zeros", padded=True)
+    _, _, x_spec = signal.stft(y, **kw)
+    _, _, m_spec = signal.stft(moved, **kw)
+    lifter = max(1, int(lifter_s * sr))
+    gain = spectral_envelope(x_spec, n_fft=n_fft, lifter=lifter) / spectral_envelope(m_spec, n_fft=n_fft, lifter=lifter)
+    _, out = signal.istft(m_spec * np.clip(gain, 0.1, 10.0), nperseg=n_fft, noverlap=n_fft - hop, boundary=True)
+    return np.pad(out, (0, max(0, y.size - out.size)))[: y.size].astype(np.float32)
+
+
 def mask_window(x: np.ndarray, *, bands: int, frames: int, rng: np.random.Generator) -> np.ndarray:
     """SpecAugment on one normalised window (frames x bands): one band mask and one frame mask,
     each 0 to ``bands`` / ``frames`` wide, filled with the window's mean."""
@@ -461,6 +547,33 @@ def mask_window(x: np.ndarray, *, bands: int, frames: int, rng: np.random.Genera
         f = int(rng.integers(0, n_frames - w + 1))
         x[f: f + w, :] = fill
     return x
+
+
+def room_response(*, sr: int, rt60_s: float, drr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """A synthetic room impulse response: the direct path, then a Gaussian-noise tail.
+
+    The tail starts 1-5 ms after the direct path (the first reflections), decays by 60 dB in
+    ``rt60_s`` (amplitude ``exp(-6.91 t / rt60)``), holds ``drr_db`` less energy than the direct
+    path, and is cut where it is 60 dB down. The direct path is 1, so a dry signal keeps its
+    level and timing.
+    """
+    if rt60_s <= 0:
+        raise ParameterError(f"rt60_s={rt60_s} must be positive")
+    delay = int(rng.uniform(0.001, 0.005) * sr)
+    n = max(1, int(rt60_s * sr))
+    tail = rng.standard_normal(n) * np.exp(-6.91 * np.arange(n) / sr / rt60_s)
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail * tail))
+    ir = np.zeros(delay + n, np.float32)
+    ir[0] = 1.0
+    ir[delay:] += tail.astype(np.float32)
+    return ir
+
+
+def reverberate(y: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    """``y`` heard in the room ``ir``, cut to ``len(y)`` (the same length and alignment)."""
+    if y.size == 0:
+        return y
+    return signal.fftconvolve(y, ir)[: y.size].astype(np.float32)
 
 
 def rms(y: np.ndarray) -> float:
@@ -502,10 +615,16 @@ def mix_noise(y: np.ndarray, noise: np.ndarray, *, snr_db: float, rng: np.random
 def augment(
     y: np.ndarray, *, sr: int, params: AugmentParams, rng: np.random.Generator, noise_pool: Sequence[np.ndarray] = ()
 ) -> np.ndarray:
-    """One random variant of ``y``: noise mix, channel, gain (in an order a call would apply them).
+    """One random variant of ``y``: room, noise mix, channel, gain (in an order a call would apply them).
 
     Speed changes and crops are done by the caller, which knows how long a window must be.
     """
+    # The room first: noise and the line are not reverberated. (No draw at p 0, so that recipes
+    # without rooms keep their random streams.)
+    if params.p_reverb and rng.random() < params.p_reverb:
+        ir = room_response(sr=sr, rt60_s=float(rng.uniform(*params.rt60_s)), drr_db=float(rng.uniform(*params.drr_db)),
+                           rng=rng)
+        y = reverberate(y, ir)
     if rng.random() < params.p_noise:
         if noise_pool and rng.random() < 0.7:
             noise = noise_pool[int(rng.integers(len(noise_pool)))]
@@ -586,6 +705,8 @@ class WindowSampler:
         sr = self.fx.sr
         factor = float(rng.uniform(*p.speed)) if rng.random() < p.p_speed else 1.0
         tempo = float(rng.uniform(*p.stretch)) if rng.random() < p.p_stretch else 1.0
+        # No draw at p 0, so that recipes without pitch changes keep their random streams.
+        pitch = float(np.exp(rng.uniform(*np.log(p.pitch)))) if p.p_pitch and rng.random() < p.p_pitch else 1.0
         if self.crop == "window":
             want = self.window
             if rng.random() < p.p_short:
@@ -593,12 +714,13 @@ class WindowSampler:
             # A tempo change reads want * tempo samples (plus one vocoder frame for its edges).
             need = min(len(y), int(round(want * factor * tempo)) + (STRETCH_N_FFT if tempo != 1.0 else 0))
             start = int(rng.integers(0, len(y) - need + 1))
-            seg = y[start: start + need]
+            seg = shift_pitch(y[start: start + need], pitch, sr=sr)
             if factor != 1.0:
                 seg = change_speed(seg, factor, sr=sr)
             seg = time_stretch(seg, tempo)[:want]
         else:
-            seg = change_speed(y, factor, sr=sr) if factor != 1.0 else y
+            seg = shift_pitch(y, pitch, sr=sr)
+            seg = change_speed(seg, factor, sr=sr) if factor != 1.0 else seg
             seg = time_stretch(seg, tempo)
             pad = int(p.pad_s * sr)
             seg = np.concatenate([np.zeros(int(rng.integers(0, pad + 1)), np.float32), seg,
@@ -633,7 +755,8 @@ def validation_windows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validation windows: each clip as it is, and once more through a fixed random channel."""
     rng = np.random.default_rng([seed, 3])
-    noisy = [augment(y, sr=fx.sr, params=replace(params, p_noise=0.0), rng=rng) for y in clips]
+    # The channel only (no noise, no room), so that validation stays the same whatever the recipe.
+    noisy = [augment(y, sr=fx.sr, params=replace(params, p_noise=0.0, p_reverb=0.0), rng=rng) for y in clips]
     x1, y1 = clip_windows(clips, labels, fx=fx, window=window, hop=hop)
     x2, y2 = clip_windows(noisy, labels, fx=fx, window=window, hop=hop)
     return np.concatenate([x1, x2]), np.concatenate([y1, y2])

@@ -57,7 +57,8 @@ def trained(clips, tmp_path_factory):
     report = out.parent / "report-1"
     proc = run("train", str(clips), "--out", str(out), "--arch", "cnn", "--width", "4", "--epochs", "1",
                "--max-windows", "48", "--batch-size", "16", "--val-fraction", "0", "--seed", "1",
-               "--test-group", "prompts", "--test-group", "reno", "--test-group", "tones", "--report", str(report))
+               "--test-group", "prompts", "--test-group", "reno", "--test-group", "tones", "--report", str(report),
+               "--augment", "p_pitch=0.5", "--augment", "pitch=0.7,1.5", "--augment", "p_reverb=0.3")
     assert proc.returncode == 0, proc.stderr
     return out, report, proc
 
@@ -69,6 +70,9 @@ def test_train_writes_a_bundle_and_a_report(trained):
     assert b.manifest.trained and b.labels == ("speech", "music", "noise") and b.sample_rate == 8000
     assert sorted(b.manifest.evaluation["heldout_groups"]) == ["prompts", "reno", "tones"]
     assert b.manifest.provenance["training"]["arch_kwargs"] == {"width": 4}
+    augmentation = b.manifest.provenance["training"]["augmentation"]  # --augment items over the smn preset's
+    assert augmentation["p_pitch"] == 0.5 and augmentation["pitch"] == [0.7, 1.5] and augmentation["p_reverb"] == 0.3
+    assert augmentation["p_stretch"] == 0.25 and augmentation["p_mask"] == 0.5
     for name in ("report.md", "confusion.png", "roc.png", "misclassified.csv", "per_class.csv", "metrics.json"):
         assert (report / name).is_file(), name
     metrics = json.loads((report / "metrics.json").read_text())["as-is"]
@@ -163,3 +167,10 @@ def test_bad_requests_are_one_line_errors(clips, tmp_path):
     assert "martians" in line
     line = one_line_error(run("evaluate", "no-such-bundle", str(clips), "--report", str(tmp_path / "r")))
     assert "no-such-bundle" in line
+    line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--augment", "volume=3"))
+    assert "--augment 'volume=3': expected NAME=VALUE" in line and "p_pitch" in line
+    line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--augment", "p_pitch=2"))
+    assert "p_pitch=2.0 must be a probability" in line
+    line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--augment", "pitch=1.5"))
+    assert "pitch takes LOW,HIGH" in line
+    assert not (tmp_path / "b").exists()

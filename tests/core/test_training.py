@@ -34,8 +34,12 @@ from audioclf_core.training import (
     mix_noise,
     mu_law,
     repool,
+    reverberate,
     rms,
+    room_response,
+    shift_pitch,
     train,
+    validation_windows,
 )
 
 DATA = Path(__file__).parents[1] / "data"
@@ -388,6 +392,104 @@ def test_time_stretch_changes_tempo_not_pitch(rate):
     onsets = [r for i, r in enumerate(rises) if i == 0 or r - rises[i - 1] > 0.15]  # ripples on an edge count once
     assert len(onsets) >= 3 and np.allclose(np.diff(onsets), 0.5 / rate, atol=0.03)  # one tone burst every 0.5 s of the original
     assert time_stretch(y, 1.0) is y or np.array_equal(time_stretch(y, 1.0), y)
+
+
+FORMANTS = ((700, 80), (1200, 100), (2600, 150))  # an /a/-like vocal tract: centre and bandwidth, Hz
+
+
+def _tract(x: np.ndarray) -> np.ndarray:
+    from scipy import signal
+    for f, bw in FORMANTS:
+        r, th = np.exp(-np.pi * bw / SR), 2 * np.pi * f / SR
+        x = signal.lfilter([1 - r], [1, -2 * r * np.cos(th), r * r], x)
+    return x
+
+
+def _tract_gain(freqs: np.ndarray) -> np.ndarray:
+    z = np.exp(-1j * 2 * np.pi * np.asarray(freqs) / SR)
+    h = np.ones_like(z)
+    for f, bw in FORMANTS:
+        r, th = np.exp(-np.pi * bw / SR), 2 * np.pi * f / SR
+        h *= (1 - r) / (1 - 2 * r * np.cos(th) * z + r * r * z * z)
+    return np.abs(h)
+
+
+@pytest.mark.parametrize("f0,factor", [(100, 1.8), (120, 1.4), (210, 0.6)])
+def test_shift_pitch_moves_the_harmonics_and_keeps_the_formants(f0, factor):
+    # A sustained vowel: equal harmonics of f0 through three formant resonators. After the
+    # shift, the harmonics sit at multiples of f0 * factor and their levels still follow the
+    # same vocal tract; a speed change (pitch and formants together) does not.
+    t = np.arange(2 * SR) / SR
+    y = _tract(sum(np.cos(2 * np.pi * k * f0 * t) for k in range(1, int(3900 / f0))))
+    y = (0.5 * y / np.abs(y).max()).astype(np.float32)
+    z = shift_pitch(y, factor, sr=SR)
+    assert z.dtype == np.float32 and z.shape == y.shape and np.isfinite(z).all()
+    assert shift_pitch(y, 1.0, sr=SR) is y
+
+    top = 3400 * min(1.0, factor)  # lowered, the audio holds nothing above factor * 4 kHz
+
+    def harmonics(s, pitch):
+        mid = s[SR // 4: -SR // 4] * np.hanning(len(s) - SR // 2)
+        spec = np.abs(np.fft.rfft(mid, 1 << 16))
+        f = np.fft.rfftfreq(1 << 16, 1 / SR)
+        ks = np.arange(1, int(top / pitch)) * pitch
+        return ks, spec, f, np.array([spec[np.argmin(np.abs(f - k))] for k in ks])
+
+    new_f0 = f0 * factor
+    ks, spec, f, amps = harmonics(z, new_f0)
+    on = np.zeros_like(f, bool)
+    for k in ks:
+        on |= np.abs(f - k) < 0.15 * new_f0
+    assert np.sum(spec[on & (f < top)] ** 2) > 0.9 * np.sum(spec[f < top] ** 2)  # energy at the new harmonics
+    kept = np.corrcoef(np.log(amps), np.log(_tract_gain(ks)))[0, 1]
+    from audioclf_core.training import change_speed, time_stretch
+    moved = change_speed(time_stretch(y, 1 / factor), factor, sr=SR)[: y.size]
+    naive = np.corrcoef(np.log(harmonics(moved, new_f0)[3]), np.log(_tract_gain(ks)))[0, 1]
+    assert kept > 0.9 and naive < kept - 0.2, (kept, naive)
+
+
+@pytest.mark.parametrize("rt60,drr", [(0.3, 10.0), (0.8, 0.0)])
+def test_room_response_decays_by_60_db_in_rt60_with_the_drawn_direct_to_reverberant_ratio(rt60, drr):
+    rng = np.random.default_rng(4)
+    ir = room_response(sr=SR, rt60_s=rt60, drr_db=drr, rng=rng)
+    assert ir.dtype == np.float32 and ir[0] == pytest.approx(1.0, abs=0.05)
+    tail = ir[1:].astype(np.float64)
+    assert 10 * np.log10(1.0 / np.sum(tail ** 2)) == pytest.approx(drr, abs=0.5)
+    start = np.flatnonzero(tail)[0]
+    assert 0.001 * SR - 1 <= start + 1 <= 0.005 * SR  # first reflections 1-5 ms after the direct path
+    energy = np.cumsum(tail[::-1] ** 2)[::-1]  # Schroeder's backward integral
+    decay_db = 10 * np.log10(energy / energy[start])
+    t20 = (np.flatnonzero(decay_db < -25)[0] - np.flatnonzero(decay_db < -5)[0]) / SR
+    assert 3 * t20 == pytest.approx(rt60, rel=0.15)  # the T20 estimate of RT60
+    # An impulse comes out as the response itself; any input keeps its length and its start.
+    click = np.zeros(SR, np.float32)
+    click[100] = 1.0
+    out = reverberate(click, ir)
+    assert out.shape == click.shape and np.allclose(out[100: 100 + ir.size], ir[: SR - 100], atol=1e-5)
+    assert np.allclose(out[:100], 0, atol=1e-6)
+    with pytest.raises(ParameterError, match="rt60_s"):
+        room_response(sr=SR, rt60_s=0.0, drr_db=0.0, rng=rng)
+
+
+def test_augmentation_parameters_are_checked_and_rooms_never_reach_validation():
+    with pytest.raises(ParameterError, match="probability"):
+        AugmentParams(p_reverb=1.5)
+    with pytest.raises(ParameterError, match="LOW <= HIGH"):
+        AugmentParams(pitch=(1.8, 0.6))
+    with pytest.raises(ParameterError, match="positive"):
+        AugmentParams(rt60_s=(0.0, 0.5))
+    changed = AugmentParams().with_items(["p_reverb=1", "rt60_s=0.2,0.4", "mask_frames=3"])
+    assert (changed.p_reverb, changed.rt60_s, changed.mask_frames) == (1.0, (0.2, 0.4), 3)
+    # Validation windows hear the channel only: the same windows whatever the room settings.
+    fx = FeatureExtractor(PRESETS["digits"].features, sr=SR)
+    y = np.sin(2 * np.pi * 300 * np.arange(6000) / SR).astype(np.float32) * np.hanning(6000).astype(np.float32)
+    a = validation_windows([y], np.array([1]), fx=fx, window=SR, hop=SR // 2, seed=0, params=AugmentParams())
+    b = validation_windows([y], np.array([1]), fx=fx, window=SR, hop=SR // 2, seed=0, params=changed)
+    assert np.array_equal(a[0], b[0])
+    rng = np.random.default_rng(0)
+    z = augment(y, sr=SR, params=AugmentParams(p_reverb=1, p_noise=0, p_telephone=0, p_mulaw=0, p_clip=0,
+                                               gain_db=(0, 0)), rng=rng)
+    assert z.shape == y.shape and not np.allclose(z / np.abs(z).max(), y / np.abs(y).max(), atol=1e-3)
 
 
 def test_mask_window_masks_one_band_run_and_one_frame_run():
