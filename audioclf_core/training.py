@@ -50,6 +50,10 @@ Log = Callable[[str], None]
 # --------------------------------------------------------------------------------------
 # Task presets: the feature contract a new bundle is trained under
 # --------------------------------------------------------------------------------------
+# Augmentation ranges of factors and times, where zero or less means nothing.
+POSITIVE_RANGES = ("speed", "short_s", "stretch", "pitch", "rt60_s")
+
+
 @dataclass(frozen=True)
 class AugmentParams:
     """Probabilities and ranges of the audio augmentations (applied per training window).
@@ -164,10 +168,6 @@ class AugmentParams:
                 shape = "LOW,HIGH (two numbers)" if kinds[name] is tuple else f"one {kinds[name].__name__}"
                 raise ParameterError(f"--augment {item!r}: {name} takes {shape}") from None
         return replace(self, **changes)
-
-
-# Ranges of factors and times: zero or less means nothing.
-POSITIVE_RANGES = ("speed", "short_s", "stretch", "pitch", "rt60_s")
 
 
 @dataclass(frozen=True)
@@ -510,7 +510,7 @@ def spectral_envelope(spec: np.ndarray, *, n_fft: int, lifter: int) -> np.ndarra
 
 def shift_pitch(y: np.ndarray, factor: float, *, sr: int, n_fft: int = 512, hop: int = 128,
                 lifter_s: float = 0.0025) -> np.ndarray:
-    """Raise the voice pitch ``factor`` times, keeping tempo and formants (vocal tract).
+    """Move the voice pitch by ``factor`` (above 1 raises it), keeping tempo and formants.
 
     A tempo change by ``1 / factor`` played ``factor`` times faster moves pitch and formants
     together; the original spectral envelope (cepstrum liftered at ``lifter_s``, 2.5 ms: below
