@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from scipy import signal
 
 from audioclf_core.bundle import MANIFEST, MODEL_FILE, file_sha256, load_bundle
 from audioclf_core.errors import BundleError, ParameterError
@@ -27,6 +28,7 @@ from audioclf_core.training import (
     WindowSampler,
     augment,
     band_limit,
+    change_speed,
     ensemble,
     group_split,
     load_table,
@@ -395,21 +397,20 @@ def test_time_stretch_changes_tempo_not_pitch(rate):
 
 
 FORMANTS = ((700, 80), (1200, 100), (2600, 150))  # an /a/-like vocal tract: centre and bandwidth, Hz
+# Each formant as a two-pole resonator: pole radius and angle.
+RESONATORS = [(np.exp(-np.pi * bw / SR), 2 * np.pi * f / SR) for f, bw in FORMANTS]
 
 
 def _tract(x: np.ndarray) -> np.ndarray:
-    from scipy import signal
-    for f, bw in FORMANTS:
-        r, th = np.exp(-np.pi * bw / SR), 2 * np.pi * f / SR
+    for r, th in RESONATORS:
         x = signal.lfilter([1 - r], [1, -2 * r * np.cos(th), r * r], x)
     return x
 
 
 def _tract_gain(freqs: np.ndarray) -> np.ndarray:
-    z = np.exp(-1j * 2 * np.pi * np.asarray(freqs) / SR)
+    z = np.exp(-1j * 2 * np.pi * np.asarray(freqs) / SR)  # z^-1 on the unit circle
     h = np.ones_like(z)
-    for f, bw in FORMANTS:
-        r, th = np.exp(-np.pi * bw / SR), 2 * np.pi * f / SR
+    for r, th in RESONATORS:
         h *= (1 - r) / (1 - 2 * r * np.cos(th) * z + r * r * z * z)
     return np.abs(h)
 
@@ -442,7 +443,6 @@ def test_shift_pitch_moves_the_harmonics_and_keeps_the_formants(f0, factor):
         on |= np.abs(f - k) < 0.15 * new_f0
     assert np.sum(spec[on & (f < top)] ** 2) > 0.9 * np.sum(spec[f < top] ** 2)  # energy at the new harmonics
     kept = np.corrcoef(np.log(amps), np.log(_tract_gain(ks)))[0, 1]
-    from audioclf_core.training import change_speed, time_stretch
     moved = change_speed(time_stretch(y, 1 / factor), factor, sr=SR)[: y.size]
     naive = np.corrcoef(np.log(harmonics(moved, new_f0)[3]), np.log(_tract_gain(ks)))[0, 1]
     assert kept > 0.9 and naive < kept - 0.2, (kept, naive)
