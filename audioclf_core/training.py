@@ -7,7 +7,7 @@ Pure functions for each step, and one entry point, :func:`train`:
    on both sides and held-out figures speak for unseen voices and packages;
 3. :func:`load_clips`: decode every clip once, mono, at the model's rate;
 4. augmentation on audio, before features (:func:`augment`): gain, noise mixing, time shift,
-   telephone band-limiting and a mu-law round trip, speed/pitch;
+   telephone band-limiting and a mu-law round trip, speed/pitch, tempo, rooms, held vowels;
 5. features through :meth:`FeatureExtractor.windows`, the function inference uses, so that
    training and inference see identical numbers;
 6. a Keras model from :mod:`audioclf_core.architectures`, class weights, early stopping, and an
@@ -51,7 +51,7 @@ Log = Callable[[str], None]
 # Task presets: the feature contract a new bundle is trained under
 # --------------------------------------------------------------------------------------
 # Augmentation ranges of factors and times, where zero or less means nothing.
-POSITIVE_RANGES = ("speed", "short_s", "stretch", "pitch", "rt60_s")
+POSITIVE_RANGES = ("speed", "short_s", "stretch", "pitch", "rt60_s", "hold_s")
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,11 @@ class AugmentParams:
         Reverberation time range (the tail's 60 dB decay), seconds.
     drr_db : (float, float)
         Direct-to-reverberant energy ratio range, dB (high: close to the microphone).
+    p_hold : float
+        Probability that the steadiest part of the audio (a vowel, a note) is held for longer
+        (:func:`hold_sound`), as some prompt sets and callers draw a vowel out for a second or two.
+    hold_s : (float, float)
+        How much longer it is held, seconds.
     """
 
     gain_db: tuple[float, float] = (-30.0, 3.0)
@@ -132,6 +137,8 @@ class AugmentParams:
     p_reverb: float = 0.0
     rt60_s: tuple[float, float] = (0.15, 0.8)
     drr_db: tuple[float, float] = (-3.0, 15.0)
+    p_hold: float = 0.0
+    hold_s: tuple[float, float] = (0.3, 1.5)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -532,6 +539,94 @@ def shift_pitch(y: np.ndarray, factor: float, *, sr: int, n_fft: int = 512, hop:
     return np.pad(out, (0, max(0, y.size - out.size)))[: y.size].astype(np.float32)
 
 
+def steadiest_frame(y: np.ndarray, *, sr: int, frame_s: float = 0.02, within_db: float = 10.0) -> int:
+    """Centre (sample) of the 20 ms frame where the spectrum changes least, among frames within
+    ``within_db`` of the loudest: in speech, the middle of a vowel; in music, a held note."""
+    n, hop = int(frame_s * sr), int(frame_s * sr) // 2
+    if y.size < 3 * n:
+        return y.size // 2
+    idx = np.arange(n)[None, :] + hop * np.arange(1 + (y.size - n) // hop)[:, None]
+    frames = y[idx].astype(np.float64) * np.hanning(n)
+    energy = 10 * np.log10(np.sum(frames * frames, axis=1) + 1e-12)
+    logspec = np.log(np.abs(np.fft.rfft(frames, axis=1)) + 1e-6)
+    flux = np.abs(np.diff(logspec, axis=0)).mean(axis=1)
+    change = np.convolve(np.pad(flux, (1, 0), mode="edge"), np.ones(5) / 5, mode="same")  # over 50 ms
+    change[energy < energy.max() - within_db] = np.inf
+    return int(np.argmin(change)) * hop + n // 2
+
+
+def voice_period(x: np.ndarray, *, sr: int, fmin: float = 60.0, fmax: float = 400.0) -> tuple[int, float]:
+    """Period (samples) of the strongest autocorrelation peak between ``fmax`` and ``fmin``, and
+    its normalised strength (1: perfectly periodic, near 0: noise)."""
+    x = np.asarray(x, np.float64) - np.mean(x)
+    lo, hi = max(1, int(sr / fmax)), int(sr / fmin)
+    if x.size < 2 * hi:
+        return lo, 0.0
+    spec = np.fft.rfft(x, 2 * x.size)
+    ac = np.fft.irfft(spec * np.conj(spec))[: hi + 1]
+    if ac[0] <= 0:
+        return lo, 0.0
+    # Unbiased: each lag's sum covers fewer samples.
+    ac = ac / (x.size - np.arange(hi + 1)) * x.size
+    lag = lo + int(np.argmax(ac[lo: hi + 1]))
+    return lag, float(ac[lag] / ac[0])
+
+
+def hold_sound(y: np.ndarray, hold_s: float, *, sr: int, rng: np.random.Generator, voiced: float = 0.4) -> np.ndarray:
+    """Hold the steadiest part of ``y`` for ``hold_s`` more seconds, as a voice holds a vowel.
+
+    Where the part is periodic (autocorrelation strength at least ``voiced``), one-period grains
+    of it are overlap-added at the voice's period, which keeps its spectral envelope (the
+    formants), with a slow pitch drift of up to 3 %, 0.5 % jitter and 3 % shimmer, as a held
+    human vowel has; elsewhere 10 ms grains at random places in the part make a steady texture.
+    The held stretch is spliced in where the part was, with 10 ms cross-fades, so what came
+    before and after stays as it was. Every class can be held alike: a held note stays music.
+    """
+    y = np.asarray(y, dtype=np.float32)
+    part_n = int(0.06 * sr)
+    add = int(hold_s * sr)
+    if y.size < part_n + 2 or add <= 0:
+        return y
+    c = int(np.clip(steadiest_frame(y, sr=sr), part_n // 2, y.size - part_n // 2))
+    part = y[c - part_n // 2: c + part_n // 2].astype(np.float64)
+    period, strength = voice_period(part, sr=sr)
+    if strength >= voiced:
+        grain = period
+        starts = np.arange(0, part.size - 2 * period + 1, period)  # pitch-synchronous, in the part
+    else:
+        grain = int(0.01 * sr)
+        starts = None
+    fade = min(int(0.01 * sr), part_n // 2)
+    n_out = add + 2 * fade
+    out = np.zeros(n_out + 2 * grain + 1)
+    win = np.hanning(2 * grain + 2)[1:-1]
+    rate = rng.uniform(0.5, 5.0)
+    depth, phase0 = rng.uniform(0.0, 0.03), rng.uniform(0, 2 * np.pi)
+    pos, k = 0.0, 0
+    while pos < n_out:
+        if starts is not None:
+            j = k % (2 * len(starts) - 1) if len(starts) > 1 else 0
+            s = starts[j if j < len(starts) else 2 * len(starts) - 2 - j]  # back and forth through the part
+            step = grain * (1 + depth * np.sin(2 * np.pi * rate * pos / sr + phase0) + rng.normal(0, 0.005))
+            gain = 1 + rng.normal(0, 0.03)
+        else:
+            s = int(rng.integers(0, part.size - 2 * grain + 1))
+            step, gain = grain, 1.0
+        i = int(pos)
+        out[i: i + 2 * grain] += gain * win * part[s: s + 2 * grain]
+        pos += max(step, 1.0)
+        k += 1
+    held = out[grain: grain + n_out]  # skip the first grain's rise
+    ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
+    left, right = y[:c].astype(np.float64), y[c:].astype(np.float64)
+    joined = np.concatenate([
+        left[: left.size - fade], left[left.size - fade:] * (1 - ramp) + held[:fade] * ramp,
+        held[fade: n_out - fade],
+        held[n_out - fade:] * (1 - ramp) + right[:fade] * ramp, right[fade:],
+    ])
+    return joined.astype(np.float32)
+
+
 def mask_window(x: np.ndarray, *, bands: int, frames: int, rng: np.random.Generator) -> np.ndarray:
     """SpecAugment on one normalised window (frames x bands): one band mask and one frame mask,
     each 0 to ``bands`` / ``frames`` wide, filled with the window's mean."""
@@ -707,6 +802,7 @@ class WindowSampler:
         tempo = float(rng.uniform(*p.stretch)) if rng.random() < p.p_stretch else 1.0
         # No draw at p 0, so that recipes without pitch changes keep their random streams.
         pitch = float(np.exp(rng.uniform(*np.log(p.pitch)))) if p.p_pitch and rng.random() < p.p_pitch else 1.0
+        hold = float(rng.uniform(*p.hold_s)) if p.p_hold and rng.random() < p.p_hold else 0.0
         if self.crop == "window":
             want = self.window
             if rng.random() < p.p_short:
@@ -717,11 +813,18 @@ class WindowSampler:
             seg = shift_pitch(y[start: start + need], pitch, sr=sr)
             if factor != 1.0:
                 seg = change_speed(seg, factor, sr=sr)
-            seg = time_stretch(seg, tempo)[:want]
+            seg = time_stretch(seg, tempo)
+            if hold:  # a window-long stretch of the longer audio, mostly the held part
+                seg = hold_sound(seg, hold, sr=sr, rng=rng)
+                start = int(rng.integers(0, max(0, seg.size - want) + 1))
+                seg = seg[start: start + want]
+            else:
+                seg = seg[:want]
         else:
             seg = shift_pitch(y, pitch, sr=sr)
             seg = change_speed(seg, factor, sr=sr) if factor != 1.0 else seg
             seg = time_stretch(seg, tempo)
+            seg = hold_sound(seg, hold, sr=sr, rng=rng) if hold else seg
             pad = int(p.pad_s * sr)
             seg = np.concatenate([np.zeros(int(rng.integers(0, pad + 1)), np.float32), seg,
                                   np.zeros(int(rng.integers(0, pad + 1)), np.float32)])

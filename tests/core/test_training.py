@@ -31,6 +31,7 @@ from audioclf_core.training import (
     change_speed,
     ensemble,
     group_split,
+    hold_sound,
     load_table,
     mask_window,
     mix_noise,
@@ -40,8 +41,10 @@ from audioclf_core.training import (
     rms,
     room_response,
     shift_pitch,
+    steadiest_frame,
     train,
     validation_windows,
+    voice_period,
 )
 
 DATA = Path(__file__).parents[1] / "data"
@@ -448,6 +451,60 @@ def test_shift_pitch_moves_the_harmonics_and_keeps_the_formants(f0, factor):
     assert kept > 0.9 and naive < kept - 0.2, (kept, naive)
 
 
+def _syllable(f0: float, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
+    """A consonant burst, a short gap, then 0.2 s of a vowel on f0: the audio and the vowel's span."""
+    t = np.arange(int(0.2 * SR)) / SR
+    vowel = _tract(sum(np.cos(2 * np.pi * k * f0 * t) for k in range(1, int(3900 / f0))))
+    vowel = 0.5 * vowel / np.abs(vowel).max()
+    head = np.concatenate([np.zeros(400), 0.2 * rng.standard_normal(400), np.zeros(80)])
+    y = np.concatenate([head, vowel, np.zeros(800)]).astype(np.float32)
+    return y, head.size, head.size + vowel.size
+
+
+def test_voice_period_and_the_steadiest_frame():
+    rng = np.random.default_rng(3)
+    y, start, end = _syllable(125, rng)
+    assert start + 100 <= steadiest_frame(y, sr=SR) <= end - 100  # in the vowel, not the burst
+    period, strength = voice_period(y[start + 400: start + 880], sr=SR)
+    assert period == 64 and strength > 0.8  # 8000 / 125 Hz
+    assert voice_period(rng.standard_normal(480), sr=SR)[1] < 0.3
+
+
+@pytest.mark.parametrize("f0,hold", [(110, 1.0), (220, 0.4)])
+def test_hold_sound_draws_the_vowel_out_with_its_pitch_and_formants(f0, hold):
+    # What comes before the vowel stays as it was; the held stretch is periodic at the vowel's
+    # pitch (within the 3 % drift), follows the same vocal tract, and keeps the vowel's level.
+    rng = np.random.default_rng(5)
+    y, start, end = _syllable(f0, rng)
+    z = hold_sound(y, hold, sr=SR, rng=rng)
+    assert z.dtype == np.float32 and z.size == y.size + int(hold * SR) and np.isfinite(z).all()
+    assert np.array_equal(z[:start], y[:start])
+    assert np.array_equal(z[-800:], y[-800:])  # the silence after the vowel follows it
+    held = z[end: end + int(hold * SR) - 400].astype(np.float64)  # inside the hold, past the original vowel
+    for a in range(0, held.size - 480, 480):
+        period, strength = voice_period(held[a: a + 480], sr=SR, fmax=1.5 * f0)
+        assert strength > 0.7 and SR / period == pytest.approx(f0, rel=0.05)
+    spec = np.abs(np.fft.rfft(held * np.hanning(held.size), 1 << 15))
+    f = np.fft.rfftfreq(1 << 15, 1 / SR)
+    ks = np.arange(1, int(3400 / f0)) * f0
+    amps = np.array([spec[np.abs(f - k) < 0.2 * f0].max() for k in ks])
+    assert np.corrcoef(np.log(amps), np.log(_tract_gain(ks)))[0, 1] > 0.9
+    level = 20 * np.log10(rms(held.astype(np.float32)) / rms(y[start + 200: end - 200]))
+    assert abs(level) < 2.0
+
+
+def test_hold_sound_keeps_noise_noise_and_leaves_nothing_to_hold_alone():
+    rng = np.random.default_rng(6)
+    hiss = (0.1 * rng.standard_normal(SR)).astype(np.float32)
+    z = hold_sound(hiss, 0.5, sr=SR, rng=rng)
+    assert z.size == SR + SR // 2
+    mid = z[SR // 2: SR].astype(np.float64)
+    assert voice_period(mid[:480], sr=SR)[1] < 0.4  # no pitch made up
+    assert 20 * np.log10(rms(mid.astype(np.float32)) / rms(hiss)) == pytest.approx(0.0, abs=2.5)
+    tiny = np.ones(100, np.float32)
+    assert hold_sound(tiny, 1.0, sr=SR, rng=rng) is tiny or np.array_equal(hold_sound(tiny, 1.0, sr=SR, rng=rng), tiny)
+
+
 @pytest.mark.parametrize("rt60,drr", [(0.3, 10.0), (0.8, 0.0)])
 def test_room_response_decays_by_60_db_in_rt60_with_the_drawn_direct_to_reverberant_ratio(rt60, drr):
     rng = np.random.default_rng(4)
@@ -478,6 +535,8 @@ def test_augmentation_parameters_are_checked_and_rooms_never_reach_validation():
         AugmentParams(pitch=(1.8, 0.6))
     with pytest.raises(ParameterError, match="positive"):
         AugmentParams(rt60_s=(0.0, 0.5))
+    with pytest.raises(ParameterError, match="positive"):
+        AugmentParams(hold_s=(-0.5, 1.0))
     changed = AugmentParams().with_items(["p_reverb=1", "rt60_s=0.2,0.4", "mask_frames=3"])
     assert (changed.p_reverb, changed.rt60_s, changed.mask_frames) == (1.0, (0.2, 0.4), 3)
     # Validation windows hear the channel only: the same windows whatever the room settings.
@@ -528,6 +587,25 @@ def test_training_windows_are_the_inference_windows(crop):
         clip = clips[li]
         ref = fx.windows(clip / np.abs(clip).max(), window=SR, hop=SR // 2)
         assert np.min(np.abs(ref - xi).max(axis=(1, 2))) < 1e-3
+
+
+@pytest.mark.parametrize("crop", ["window", "whole"])
+def test_held_sounds_reach_training_windows_only_when_drawn(crop):
+    # p_hold 0 draws nothing, so a recipe without holds keeps its random stream whatever the
+    # hold range; at p_hold 1 the windows change, and stay windows of the contract's shape.
+    fx = FeatureExtractor(PRESETS["smn"].features, sr=SR)
+    short, _ = sf.read(DATA / "speech_en_digits_5.wav", dtype="float32")
+    music, _ = sf.read(DATA / "music_reno_project-system.wav", dtype="float32")
+    clips = [short, music[: 3 * SR]]
+
+    def windows(params):
+        s = WindowSampler(clips, np.array([0, 1]), fx, SR, SR // 2, crop, params, [], seed=0)
+        return s.batch(np.arange(len(s)), epoch=0, key=0)[0]
+
+    base = windows(AugmentParams())
+    assert np.array_equal(base, windows(AugmentParams(hold_s=(1.0, 1.2))))
+    held = windows(AugmentParams(p_hold=1.0))
+    assert held.shape == base.shape and np.isfinite(held).all() and not np.allclose(held, base)
 
 
 # -- evaluation on known answers -------------------------------------------------------
