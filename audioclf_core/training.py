@@ -216,8 +216,10 @@ PRESETS: dict[str, TaskPreset] = {
         "wide-band audio alike (wide-band input is resampled to 8 kHz).",
         # Short speech clips are zero-padded more often than music: pad the others as often.
         # Tempo changes down to 0.4x draw syllables out as some prompt sets do (KLettres), in
-        # every class alike; feature masks keep one band or instant from deciding.
-        augment=AugmentParams(p_short=0.3, p_stretch=0.25, stretch=(0.4, 1.25), p_mask=0.5),
+        # every class alike; feature masks keep one band or instant from deciding. Held vowels
+        # and notes (p 0.3, every class alike): held-out accuracy 95.9-97.5 % in three
+        # fine-tunes of 1.1.1 against 95.0 % without, 96.0 % from scratch against 94.8 % (1.1.1).
+        augment=AugmentParams(p_short=0.3, p_stretch=0.25, stretch=(0.4, 1.25), p_mask=0.5, p_hold=0.3),
         noise_label="noise",
     ),
     "digits": TaskPreset(
