@@ -581,8 +581,8 @@ def hold_sound(y: np.ndarray, hold_s: float, *, sr: int, rng: np.random.Generato
     of it are overlap-added at the voice's period, which keeps its spectral envelope (the
     formants), with a slow pitch drift of up to 3 %, 0.5 % jitter and 3 % shimmer, as a held
     human vowel has; elsewhere 10 ms grains at random places in the part make a steady texture.
-    The held stretch is spliced in where the part was, with 10 ms cross-fades, so what came
-    before and after stays as it was. Every class can be held alike: a held note stays music.
+    The held stretch is spliced in at the middle of the part, with 10 ms cross-fades, so what
+    came before and after stays as it was. Every class can be held alike: a held note stays music.
     """
     y = np.asarray(y, dtype=np.float32)
     part_n = int(0.06 * sr)
