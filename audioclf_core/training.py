@@ -547,8 +547,7 @@ def steadiest_frame(y: np.ndarray, *, sr: int, frame_s: float = 0.02, within_db:
     n, hop = int(frame_s * sr), int(frame_s * sr) // 2
     if y.size < 3 * n:
         return y.size // 2
-    idx = np.arange(n)[None, :] + hop * np.arange(1 + (y.size - n) // hop)[:, None]
-    frames = y[idx].astype(np.float64) * np.hanning(n)
+    frames = np.lib.stride_tricks.sliding_window_view(y, n)[::hop].astype(np.float64) * np.hanning(n)
     energy = 10 * np.log10(np.sum(frames * frames, axis=1) + 1e-12)
     logspec = np.log(np.abs(np.fft.rfft(frames, axis=1)) + 1e-6)
     flux = np.abs(np.diff(logspec, axis=0)).mean(axis=1)
@@ -607,7 +606,7 @@ def hold_sound(y: np.ndarray, hold_s: float, *, sr: int, rng: np.random.Generato
     pos, k = 0.0, 0
     while pos < n_out:
         if starts is not None:
-            j = k % (2 * len(starts) - 1) if len(starts) > 1 else 0
+            j = k % (2 * len(starts) - 1)
             s = starts[j if j < len(starts) else 2 * len(starts) - 2 - j]  # back and forth through the part
             step = grain * (1 + depth * np.sin(2 * np.pi * rate * pos / sr + phase0) + rng.normal(0, 0.005))
             gain = 1 + rng.normal(0, 0.03)
