@@ -20,6 +20,7 @@ module is cheap.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -1402,6 +1403,70 @@ def _split_groups(b: Bundle) -> tuple[list, list]:
     return (sorted(split.get("test", {}).get("groups", [])), sorted(split.get("val", {}).get("groups", [])))
 
 
+def _members(bundles: Sequence[str | Path | Bundle], *, what: str) -> list[Bundle]:
+    """Load the bundles to be joined and refuse any that cannot sit beside the first.
+
+    They must be two or more distinct trained single models with one contract and one split
+    (the same held-out and validation groups, so that no member trained on clips another
+    holds out, and the held-out figure stays honest).
+    """
+    members = [b if isinstance(b, Bundle) else load_bundle(b) for b in bundles]
+    if len(members) < 2:
+        raise ParameterError(f"{what} needs at least two bundles, got {len(members)}")
+    first = members[0]
+    ref = first.manifest.model_dump(mode="json")
+    for b in members:
+        if b.manifest.architecture.startswith("ensemble") or not b.manifest.trained:
+            raise ParameterError(f"{b.path}: members must be trained single models, not {b.manifest.architecture or 'untrained'}")
+        differ = [k for k in ENSEMBLE_CONTRACT if b.manifest.model_dump(mode="json")[k] != ref[k]]
+        if differ:
+            raise ParameterError(f"{b.path} differs from {first.path} in {', '.join(differ)}: members share one contract")
+        if _split_groups(b) != _split_groups(first):
+            raise ParameterError(f"{b.path} holds out other groups than {first.path}: a member could have trained on "
+                                 "clips another holds out")
+    if len({b.sha256 for b in members}) < len(members):
+        raise ParameterError("the same weights are listed twice")
+    if not _split_groups(first)[0]:
+        raise ParameterError(f"{first.path} lists no held-out groups: {what} is measured on its members' held-out groups")
+    return members
+
+
+def _member_record(b: Bundle) -> dict:
+    t = b.manifest.provenance.get("training", {})
+    return {"name": b.name, "version": b.version, "sha256": b.sha256, "architecture": b.manifest.architecture,
+            **{k: t.get(k) for k in ("seed", "arch_kwargs", "epochs_run", "best_val_window_accuracy", "seconds",
+                                     "keras_backend", "machine") if k in t}}
+
+
+def _join(members: list[Bundle], model, data, *, out: Path, version: str, name: str | None, description: str | None,
+          architecture: str, provenance: dict, report: str | Path | None, log: Log | None, done: str) -> Bundle:
+    """Save ``model`` as a bundle with the members' contract, measure it on their groups, publish it."""
+    from .bundle import save_bundle
+    from .evaluation import CONDITIONS, evaluate_bundle
+
+    first = members[0]
+    ref = first.manifest.model_dump(mode="json")
+    test_groups, val_groups = _split_groups(first)
+    bundle = save_bundle(model, out, name=name or first.name, version=version, trained=True,
+                         description=first.manifest.description if description is None else description,
+                         architecture=architecture, provenance=provenance, **{k: ref[k] for k in ENSEMBLE_CONTRACT})
+    try:
+        evaluations = {c: evaluate_bundle(bundle, data, groups=test_groups, condition=c, log=log) for c in CONDITIONS}
+        validation = evaluate_bundle(bundle, data, groups=val_groups).metrics() if val_groups else None
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # written here a moment ago: leave no bundle without figures
+        raise
+    evaluation = {
+        "heldout_groups": test_groups, **_heldout_figures(evaluations, first.pooling),
+        "validation": None if validation is None else {k: validation[k] for k in ("segments", "accuracy", "per_group")},
+        "speed": measure_speed(model),
+    }
+    manifest = Manifest.model_validate({**bundle.manifest.model_dump(mode="json"), "evaluation": evaluation})
+    return _publish(out, manifest, evaluations, report=report, log=log,
+                    done=f"{done}, held-out accuracy {evaluation['accuracy']}, validation "
+                         f"{None if validation is None else validation['accuracy']}")
+
+
 def ensemble(
     bundles: Sequence[str | Path | Bundle], data, *, out: str | Path, version: str, name: str | None = None,
     description: str | None = None, report: str | Path | None = None, log: Log | None = None,
@@ -1419,66 +1484,81 @@ def ensemble(
     validation groups (``evaluation.validation``), which is how members and ensembles are
     compared without looking at the held-out figure. Never overwrites a bundle.
     """
-    from .bundle import save_bundle
-    from .evaluation import CONDITIONS, evaluate_bundle
-
-    members = [b if isinstance(b, Bundle) else load_bundle(b) for b in bundles]
-    if len(members) < 2:
-        raise ParameterError(f"an ensemble needs at least two bundles, got {len(members)}")
-    first = members[0]
-    ref = first.manifest.model_dump(mode="json")
-    for b in members:
-        if b.manifest.architecture.startswith("ensemble") or not b.manifest.trained:
-            raise ParameterError(f"{b.path}: members must be trained single models, not {b.manifest.architecture or 'untrained'}")
-        differ = [k for k in ENSEMBLE_CONTRACT if b.manifest.model_dump(mode="json")[k] != ref[k]]
-        if differ:
-            raise ParameterError(f"{b.path} differs from {first.path} in {', '.join(differ)}: members share one contract")
-        if _split_groups(b) != _split_groups(first):
-            raise ParameterError(f"{b.path} holds out other groups than {first.path}: a member could have trained on "
-                                 "clips another holds out")
-    if len({b.sha256 for b in members}) < len(members):
-        raise ParameterError("the same weights are listed twice")
-    test_groups, val_groups = _split_groups(first)
-    if not test_groups:
-        raise ParameterError(f"{first.path} lists no held-out groups: an ensemble is measured on its members' held-out groups")
+    members = _members(bundles, what="an ensemble")
     out = Path(out)
     refuse_existing(out)
-
+    first = members[0]
     keras = _keras()
     window = keras.Input(shape=first.input_shape, name="window")
     outputs = [keras.Model(b.model.inputs[0], b.model.outputs[0], name=f"member_{i}")(window) for i, b in enumerate(members)]
     model = keras.Model(window, keras.layers.Average(name="mean_probability")(outputs), name="ensemble")
     archs = sorted({b.manifest.architecture for b in members})
-    trainings = [b.manifest.provenance.get("training", {}) for b in members]
+    training = first.manifest.provenance.get("training", {})
     provenance = {
-        "data": ref["provenance"].get("data", {}),
-        "training": {"arch": "ensemble", "arch_kwargs": trainings[0].get("arch_kwargs", {}),
+        "data": first.manifest.provenance.get("data", {}),
+        "training": {"arch": "ensemble", "arch_kwargs": training.get("arch_kwargs", {}),
                      "parameters": int(model.count_params()), "members": len(members)},
-        "ensemble_of": [{"name": b.name, "version": b.version, "sha256": b.sha256, "architecture": b.manifest.architecture,
-                         **{k: t.get(k) for k in ("seed", "arch_kwargs", "epochs_run", "best_val_window_accuracy",
-                                                  "keras_backend", "machine") if k in t}}
-                        for b, t in zip(members, trainings)],
+        "ensemble_of": [_member_record(b) for b in members],
         "built_by": "audioclf_core.training.ensemble",
     }
-    fields = {k: ref[k] for k in ENSEMBLE_CONTRACT}
-    bundle = save_bundle(model, out, name=name or first.name, version=version, trained=True,
-                         description=first.manifest.description if description is None else description,
-                         architecture=f"ensemble of {len(members)} {'/'.join(archs)}", provenance=provenance, **fields)
-    try:
-        evaluations = {c: evaluate_bundle(bundle, data, groups=test_groups, condition=c, log=log) for c in CONDITIONS}
-        validation = evaluate_bundle(bundle, data, groups=val_groups).metrics() if val_groups else None
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # written here a moment ago: leave no bundle without figures
-        raise
-    evaluation = {
-        "heldout_groups": test_groups, **_heldout_figures(evaluations, first.pooling),
-        "validation": None if validation is None else {k: validation[k] for k in ("segments", "accuracy", "per_group")},
-        "speed": measure_speed(model),
+    return _join(members, model, data, out=out, version=version, name=name, description=description,
+                 architecture=f"ensemble of {len(members)} {'/'.join(archs)}", provenance=provenance, report=report,
+                 log=log, done=f"{len(members)} members")
+
+
+# Training facts that belong to one run, not to the weights averaged from several.
+_PER_RUN = ("seed", "epochs_run", "best_val_window_accuracy", "seconds", "history", "search_trials",
+            "stopped_by_time_budget", "machine")
+
+
+def soup(
+    bundles: Sequence[str | Path | Bundle], data, *, out: str | Path, version: str, name: str | None = None,
+    description: str | None = None, report: str | Path | None = None, log: Log | None = None,
+) -> Bundle:
+    """One bundle whose weights are the mean of several fine-tunes of one parent (a "model soup").
+
+    Fine-tunes of one bundle that differ only in their seed stay close to their parent in
+    weight space, so the element-wise mean of their weights (batch-norm statistics included)
+    is itself a good network, and usually a steadier one than any single run; it keeps one
+    model's size and speed, where :func:`ensemble` adds every member's. Networks trained
+    from different starting points do not average, so the members must record the same
+    parent (``provenance.parent``, as ``train(from_bundle=...)`` writes it), the same
+    architecture and width, besides what :func:`ensemble` asks (one contract, one split).
+    The manifest keeps the parent, records each member under ``provenance.soup_of`` and the
+    members' summed training time, and figures measured on ``data`` as :func:`ensemble` does.
+    Never overwrites a bundle.
+    """
+    members = _members(bundles, what="a soup")
+    first = members[0]
+    parents = {json.dumps(b.manifest.provenance.get("parent"), sort_keys=True) for b in members}
+    parent = first.manifest.provenance.get("parent")
+    if len(parents) > 1 or not parent:
+        raise ParameterError("a soup averages fine-tunes of one parent bundle; these record "
+                             + ("no parent" if not parent else "different parents")
+                             + ": networks trained from different starting points do not average (use an ensemble)")
+    trainings = [b.manifest.provenance.get("training", {}) for b in members]
+    for b, t in zip(members, trainings):
+        if (b.manifest.architecture, t.get("arch_kwargs")) != (first.manifest.architecture, trainings[0].get("arch_kwargs")):
+            raise ParameterError(f"{b.path} is a {b.manifest.architecture} {t.get('arch_kwargs')}, "
+                                 f"{first.path} a {first.manifest.architecture} {trainings[0].get('arch_kwargs')}: "
+                                 "a soup averages one architecture")
+    weights = [b.model.get_weights() for b in members]
+    out = Path(out)
+    refuse_existing(out)
+    model = _keras().models.clone_model(first.model)
+    model.set_weights([np.mean(ws, axis=0, dtype=np.float64).astype(ws[0].dtype) for ws in zip(*weights)])
+    seconds = [t.get("seconds") for t in trainings]
+    provenance = {
+        "data": first.manifest.provenance.get("data", {}),
+        "parent": parent,
+        "training": {**{k: v for k, v in trainings[0].items() if k not in _PER_RUN}, "members": len(members),
+                     "seconds": None if None in seconds else round(sum(seconds), 1)},
+        "soup_of": [_member_record(b) for b in members],
+        "built_by": "audioclf_core.training.soup",
     }
-    manifest = Manifest.model_validate({**bundle.manifest.model_dump(mode="json"), "evaluation": evaluation})
-    return _publish(out, manifest, evaluations, report=report, log=log,
-                    done=f"{len(members)} members, held-out accuracy {evaluation['accuracy']}, validation "
-                         f"{None if validation is None else validation['accuracy']}")
+    return _join(members, model, data, out=out, version=version, name=name, description=description,
+                 architecture=first.manifest.architecture, provenance=provenance, report=report, log=log,
+                 done=f"mean weights of {len(members)} fine-tunes of {parent.get('name')} {parent.get('version')}")
 
 
 def _report_context(bundle: Bundle) -> dict:

@@ -41,6 +41,7 @@ from audioclf_core.training import (
     rms,
     room_response,
     shift_pitch,
+    soup,
     steadiest_frame,
     train,
     validation_windows,
@@ -259,6 +260,52 @@ def test_an_ensemble_is_one_bundle_that_averages_its_members(trained, dataset, t
     with pytest.raises(ParameterError, match="fine-tune one of its members"):
         train(dataset, out=tmp_path / "tuned", from_bundle=ens.path, epochs=1, verbose=0)
     assert not any((tmp_path / n).exists() for n in ("one", "twice", "nested", "split", "pool", "tuned"))
+
+
+@pytest.mark.slow
+def test_a_soup_averages_the_weights_of_fine_tunes_of_one_parent(trained, dataset, tmp_path):
+    from audioclf_core.engines import load_engine
+    from audioclf_core.model import Predictor
+
+    tunes = [train(dataset, out=tmp_path / f"ft{seed}", from_bundle=trained.bundle.path, epochs=1, batch_size=16,
+                   max_windows_per_epoch=48, learning_rate=0.01, test_groups=TEST_GROUPS, val_fraction=0.0, seed=seed,
+                   verbose=0, workers=1).bundle for seed in (21, 22)]
+    s = soup([t.path for t in tunes], dataset, out=tmp_path / "soup", version="1.2.0", report=tmp_path / "rep")
+    assert (s.name, s.version, s.manifest.architecture, s.pooling) == ("speech-music-noise", "1.2.0", "cnn", "energy")
+    assert s.manifest.provenance["parent"] == tunes[0].manifest.provenance["parent"]
+    assert [(m["sha256"], m["seed"]) for m in s.manifest.provenance["soup_of"]] == [(t.sha256, t.manifest.provenance["training"]["seed"]) for t in tunes]
+    training = s.manifest.provenance["training"]
+    assert training["members"] == 2 and "seed" not in training and "history" not in training
+    assert training["seconds"] == pytest.approx(sum(t.manifest.provenance["training"]["seconds"] for t in tunes), abs=0.1)
+    # every weight is the members' mean, and the members did differ: one model's size, not two
+    soup_w, tune_w = s.model.get_weights(), [t.model.get_weights() for t in tunes]
+    assert len(soup_w) == len(tune_w[0]) and s.model.count_params() == tunes[0].model.count_params()
+    assert any(not np.allclose(a, b) for a, b in zip(*tune_w))
+    for w, a, b in zip(soup_w, *tune_w):
+        np.testing.assert_allclose(w, (a.astype(np.float64) + b) / 2, rtol=1e-6, atol=1e-7)
+    # it runs like any bundle: LiteRT gives what Keras gives
+    y, _ = sf.read(DATA / "speech_en_vm-nobodyavail.wav", dtype="float32")
+    x = s.features.windows(y, window=s.window_samples, hop=s.hop_samples)
+    np.testing.assert_allclose(load_engine(s, engine="litert")(x), Predictor(s.model)(x), atol=1e-4)
+    for cond in ("as-is", "telephone"):
+        want = evaluate_bundle(s, dataset, heldout_only=True, condition=cond)
+        assert want.n == 6 and s.manifest.evaluation["conditions"][cond] == want.metrics()
+    assert (tmp_path / "rep" / "report.md").is_file()
+    # refusals, each before anything is written
+    with pytest.raises(ParameterError, match="different parents"):
+        soup([tunes[0].path, trained.bundle.path], dataset, out=tmp_path / "no-parent", version="1.2.1")
+    with pytest.raises(ParameterError, match="record no parent"):
+        soup([trained.bundle.path, tunes[0].path], dataset, out=tmp_path / "no-parent", version="1.2.1")
+    wider = tmp_path / "wider"
+    shutil.copytree(tunes[1].path, wider)
+    data = json.loads((wider / MANIFEST).read_text())
+    data["provenance"]["training"]["arch_kwargs"] = {"width": 8}
+    (wider / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(ParameterError, match="one architecture"):
+        soup([tunes[0].path, wider], dataset, out=tmp_path / "mixed", version="1.2.1")
+    with pytest.raises(BundleError, match="never overwritten"):
+        soup([t.path for t in tunes], dataset, out=s.path, version="1.2.1")
+    assert not any((tmp_path / n).exists() for n in ("no-parent", "mixed"))
 
 
 @pytest.mark.slow
