@@ -20,7 +20,6 @@ module is cheap.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -1524,17 +1523,19 @@ def soup(
     from different starting points do not average, so the members must record the same
     parent (``provenance.parent``, as ``train(from_bundle=...)`` writes it), the same
     architecture and width, besides what :func:`ensemble` asks (one contract, one split).
-    The manifest keeps the parent, records each member under ``provenance.soup_of`` and the
-    members' summed training time, and figures measured on ``data`` as :func:`ensemble` does.
+    The manifest keeps the parent and the training settings all members share, records each
+    member under ``provenance.soup_of`` (seed, epochs, time) and their summed training time, and
+    figures measured on ``data`` as :func:`ensemble` does.
     Never overwrites a bundle.
     """
     members = _members(bundles, what="a soup")
     first = members[0]
-    parents = {json.dumps(b.manifest.provenance.get("parent"), sort_keys=True) for b in members}
-    parent = first.manifest.provenance.get("parent")
-    if len(parents) > 1 or not parent:
+    records = [b.manifest.provenance.get("parent") or {} for b in members]
+    parents = {tuple(r.get(k) for k in ("name", "version", "sha256")) for r in records}
+    parent = {k: records[0].get(k) for k in ("name", "version", "sha256")}
+    if len(parents) > 1 or not parent["sha256"]:
         raise ParameterError("a soup averages fine-tunes of one parent bundle; these record "
-                             + ("no parent" if not parent else "different parents")
+                             + ("no parent" if not parent["sha256"] else "different parents")
                              + ": networks trained from different starting points do not average (use an ensemble)")
     trainings = [b.manifest.provenance.get("training", {}) for b in members]
     for b, t in zip(members, trainings):
@@ -1542,18 +1543,19 @@ def soup(
             raise ParameterError(f"{b.path} is a {b.manifest.architecture} {t.get('arch_kwargs')}, "
                                  f"{first.path} a {first.manifest.architecture} {trainings[0].get('arch_kwargs')}: "
                                  "a soup averages one architecture")
-    weights = [b.model.get_weights() for b in members]
     out = Path(out)
     refuse_existing(out)
+    weights = [b.model.get_weights() for b in members]
     model = _keras().models.clone_model(first.model)
     model.set_weights([np.mean(ws, axis=0, dtype=np.float64).astype(ws[0].dtype) for ws in zip(*weights)])
     seconds = [t.get("seconds") for t in trainings]
     provenance = {
         "data": first.manifest.provenance.get("data", {}),
         "parent": parent,
-        "training": {**{k: v for k, v in trainings[0].items() if k not in _PER_RUN}, "members": len(members),
+        "training": {**{k: v for k, v in trainings[0].items()  # the settings all members share
+                        if k not in _PER_RUN and all(t.get(k) == v for t in trainings)}, "members": len(members),
                      "seconds": None if None in seconds else round(sum(seconds), 1)},
-        "soup_of": [_member_record(b) for b in members],
+        "soup_of": [{**_member_record(b), "freeze_features": bool(r.get("freeze_features"))} for b, r in zip(members, records)],
         "built_by": "audioclf_core.training.soup",
     }
     return _join(members, model, data, out=out, version=version, name=name, description=description,

@@ -272,10 +272,12 @@ def test_a_soup_averages_the_weights_of_fine_tunes_of_one_parent(trained, datase
                    verbose=0, workers=1).bundle for seed in (21, 22)]
     s = soup([t.path for t in tunes], dataset, out=tmp_path / "soup", version="1.2.0", report=tmp_path / "rep")
     assert (s.name, s.version, s.manifest.architecture, s.pooling) == ("speech-music-noise", "1.2.0", "cnn", "energy")
-    assert s.manifest.provenance["parent"] == tunes[0].manifest.provenance["parent"]
-    assert [(m["sha256"], m["seed"]) for m in s.manifest.provenance["soup_of"]] == [(t.sha256, t.manifest.provenance["training"]["seed"]) for t in tunes]
+    assert s.manifest.provenance["parent"] == {"name": "speech-music-noise", "version": "1.0.0", "sha256": trained.bundle.sha256}
+    assert [(m["sha256"], m["seed"], m["freeze_features"]) for m in s.manifest.provenance["soup_of"]] == \
+        [(t.sha256, t.manifest.provenance["training"]["seed"], False) for t in tunes]
     training = s.manifest.provenance["training"]
-    assert training["members"] == 2 and "seed" not in training and "history" not in training
+    assert training["members"] == 2 and training["learning_rate"] == 0.01  # shared by both
+    assert "seed" not in training and "history" not in training  # one run's, not the soup's
     assert training["seconds"] == pytest.approx(sum(t.manifest.provenance["training"]["seconds"] for t in tunes), abs=0.1)
     # every weight is the members' mean, and the members did differ: one model's size, not two
     soup_w, tune_w = s.model.get_weights(), [t.model.get_weights() for t in tunes]
