@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import sys
 import threading
@@ -53,14 +54,30 @@ def _quiet_enter() -> bool:
         return True
 
 
+def _repoint_log_handlers(old, new) -> None:
+    """Stream handlers made inside the redirect hold its temporary ``sys.stderr``: give them the real one.
+
+    TensorFlow's logger, for one, is created while TensorFlow imports, with a handler on the
+    ``sys.stderr`` of that moment; once the temporary stream is closed, its warnings (retracing,
+    deprecations) would end in "Logging error" tracebacks instead of showing.
+    """
+    loggers = [logging.getLogger()] + [lg for lg in list(logging.Logger.manager.loggerDict.values())
+                                        if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for h in list(lg.handlers):
+            if isinstance(h, logging.StreamHandler) and h.stream is old:
+                h.setStream(new)
+
+
 def _quiet_leave() -> None:
     with _QUIET_LOCK:
         _quiet["depth"] -= 1
         if _quiet["depth"]:
             return
-        sys.stderr.flush()
-        sys.stderr.close()
-        sys.stderr = _quiet["stderr"]
+        temp, sys.stderr = sys.stderr, _quiet["stderr"]
+        temp.flush()
+        _repoint_log_handlers(temp, sys.stderr)
+        temp.close()
         os.dup2(_quiet["saved_fd"], 2)
         os.close(_quiet["saved_fd"])
         _quiet.update(saved_fd=-1, stderr=None)

@@ -206,6 +206,26 @@ os.write(2, b"fd2-restored\n")
     assert "python-visible" in r.stderr and "fd2-restored" in r.stderr
 
 
+
+def test_loggers_made_inside_the_redirect_still_write_after_it():
+    """TensorFlow's logger gets its handler while TensorFlow imports, inside the redirect: its
+    warnings after the block must show, not end in "Logging error" tracebacks on a closed stream."""
+    code = r"""
+import logging, sys
+from audioclf_core.model import import_keras, quiet_native_stderr
+with quiet_native_stderr(force=True):
+    logging.getLogger("made-inside").addHandler(logging.StreamHandler(sys.stderr))
+logging.getLogger("made-inside").warning("plain-after")
+import_keras()
+import tensorflow as tf
+tf.get_logger().warning("tf-after")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Logging error" not in r.stderr and "closed file" not in r.stderr, r.stderr
+    assert "plain-after" in r.stderr and "tf-after" in r.stderr
+
+
 def _on_jax(code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=600,
                           env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"})
