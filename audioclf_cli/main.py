@@ -20,7 +20,7 @@ from audioclf_core.params import given
 
 from .classify import ClassifySummary, run_classify
 from .models import list_models, show_model
-from .train import evaluate_command, train_command
+from .train import evaluate_command, join_command, train_command
 
 app = typer.Typer(
     name="audioclf",
@@ -29,8 +29,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="List and inspect model bundles.", no_args_is_help=True)
+models_app = typer.Typer(help="List, inspect and join model bundles.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+models_app.command("join")(join_command)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 err = Console(stderr=True, highlight=False)

@@ -1,7 +1,7 @@
-"""``audioclf train`` and ``audioclf evaluate``: make bundles and measure them on held-out groups.
+"""``audioclf train``, ``audioclf evaluate`` and ``audioclf models join``: make bundles and measure them.
 
-The commands are thin: they parse options and call :func:`run_train` and
-:func:`run_evaluate`, keyword-only functions that tests call too. Domain errors print
+The commands are thin: they parse options and call :func:`run_train`,
+:func:`run_evaluate` and :func:`run_join`, keyword-only functions that tests call too. Domain errors print
 one ``error:`` line and exit 1.
 """
 
@@ -188,5 +188,60 @@ def evaluate_command(
     try:
         run_evaluate(bundle=bundle, data=data, report=report, heldout_only=heldout_only, groups=group,
                      condition=condition, console=None if quiet else err)
+    except AudioClfError as exc:
+        _fail(exc)
+
+
+JOIN_MEANS = ("weights", "probabilities")
+
+
+def run_join(
+    *,
+    bundles: list[str],
+    data: str,
+    out: str | Path,
+    version: str,
+    mean: str = "weights",
+    name: str | None = None,
+    report: str | Path | None = None,
+    console: Console | None = None,
+):
+    """Join several runs of one recipe into one bundle (:func:`~audioclf_core.training.soup` for
+    ``mean="weights"``, :func:`~audioclf_core.training.ensemble` for ``"probabilities"``); returns it."""
+    from audioclf_core.errors import ParameterError
+    from audioclf_core.training import ensemble, soup
+
+    if mean not in JOIN_MEANS:
+        raise ParameterError(f"--mean {mean!r}: use weights (fine-tunes of one parent) or probabilities (any runs)")
+
+    def log(msg: str) -> None:
+        if console is not None:
+            console.print(msg, markup=False)
+
+    join = soup if mean == "weights" else ensemble
+    bundle = join(bundles, data, out=out, version=version, name=name, report=report, log=log)
+    if console is not None:
+        ev = bundle.manifest.evaluation
+        for cond, metrics in ev["conditions"].items():
+            _print_results(console, metrics, heading=f"held out ({cond})")
+        if ev.get("validation"):
+            console.print(f"validation: accuracy {ev['validation']['accuracy']:.4f} on {ev['validation']['segments']} segments")
+    return bundle
+
+
+def join_command(
+    bundles: Annotated[list[str], typer.Argument(help="Two or more bundles (folders, archives or URLs): runs of one recipe on one split.", show_default=False)],
+    data: Annotated[str, typer.Option("--data", help="The labelled clips they were trained on, to measure the result on their held-out groups.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the new bundle; it must not hold one (bundles are never overwritten).")],
+    version: Annotated[str, typer.Option(help="Version of the new bundle.")],
+    mean: Annotated[str, typer.Option(help="weights: one model whose weights are the members' mean (fine-tunes of one parent; one model's size and speed). probabilities: one model that averages the members' outputs (any runs; each adds its size and time).")] = "weights",
+    name: Annotated[Optional[str], typer.Option(help="Bundle name (default: the first member's).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Also write the held-out evaluation report here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
+) -> None:
+    """Join runs that differ only in their seed into one bundle, measured on their held-out groups."""
+    try:
+        run_join(bundles=bundles, data=data, out=out, version=version, mean=mean, name=name, report=report,
+                 console=None if quiet else err)
     except AudioClfError as exc:
         _fail(exc)

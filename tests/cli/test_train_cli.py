@@ -158,6 +158,41 @@ def test_a_bundle_with_a_wrong_manifest_is_refused(trained, clips, tmp_path):
     assert not (tmp_path / "r").exists() and not (tmp_path / "x").exists()
 
 
+
+@pytest.mark.slow
+def test_models_join_makes_a_soup_or_an_ensemble_of_fine_tunes(trained, clips, tmp_path):
+    out, _, _ = trained
+    split = ["--val-fraction", "0", "--test-group", "prompts", "--test-group", "reno", "--test-group", "tones"]
+    tunes = []
+    for seed in ("5", "6"):
+        tunes.append(tmp_path / f"ft{seed}")
+        proc = run("train", str(clips), "--from", str(out), "--out", str(tunes[-1]), "--epochs", "1", "--max-windows", "32",
+                   "--batch-size", "16", "--learning-rate", "0.01", "--seed", seed, "-q", *split)
+        assert proc.returncode == 0, proc.stderr
+    proc = run("models", "join", *map(str, tunes), "--data", str(clips), "--out", str(tmp_path / "soup"),
+               "--version", "1.2.0", "--report", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr
+    soup = load_bundle(tmp_path / "soup")
+    assert soup.version == "1.2.0" and soup.manifest.architecture == "cnn"
+    assert [m["sha256"] for m in soup.manifest.provenance["soup_of"]] == [load_bundle(t).sha256 for t in tunes]
+    assert soup.manifest.evaluation["conditions"]["as-is"]["segments"] == 6
+    assert "held out (as-is): accuracy" in proc.stderr and (tmp_path / "rep" / "report.md").is_file()
+    proc = run("models", "join", *map(str, tunes), "--data", str(clips), "--out", str(tmp_path / "ens"),
+               "--version", "1.2.1", "--mean", "probabilities", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert load_bundle(tmp_path / "ens").manifest.architecture == "ensemble of 2 cnn"
+    # refusals: one line each, nothing written
+    line = one_line_error(run("models", "join", str(out), str(tunes[0]), "--data", str(clips), "--out", str(tmp_path / "x"),
+                              "--version", "9.0.0"))
+    assert "no parent" in line and "do not average" in line
+    line = one_line_error(run("models", "join", *map(str, tunes), "--data", str(clips), "--out", str(tmp_path / "x"),
+                              "--version", "9.0.0", "--mean", "median"))
+    assert "--mean 'median'" in line
+    line = one_line_error(run("models", "join", str(tunes[0]), "--data", str(clips), "--out", str(tmp_path / "x"),
+                              "--version", "9.0.0"))
+    assert "at least two" in line
+    assert not (tmp_path / "x").exists()
+
 def test_bad_requests_are_one_line_errors(clips, tmp_path):
     line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--arch", "transformer"))
     assert "unknown architecture 'transformer'" in line
