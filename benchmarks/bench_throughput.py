@@ -318,6 +318,7 @@ def heldout_table(model: str) -> Table:
     ev = m.evaluation
     t = Table(f"Accuracy of the bundle timed: {m.name} {m.version} (held out, from its manifest)",
               ["condition", "segments", "accuracy", "macro F1", "macro ROC-AUC"])
+
     def pct(x) -> str:  # 96.5 %, not 0.97: a bar of 97 % must not be met by rounding
         return "–" if x is None else f"{100 * x:.1f} %"
 
