@@ -107,28 +107,35 @@ def run_evaluate(
     report: str | Path,
     heldout_only: bool = False,
     groups: list[str] | None = None,
-    condition: str = "as-is",
+    condition: str | list[str] = "as-is",
     console: Console | None = None,
 ):
-    """Evaluate a bundle on labelled clips and write a report; returns the :class:`Evaluation`."""
+    """Evaluate a bundle on labelled clips and write a report; returns the :class:`Evaluation` of the first condition.
+
+    ``condition`` may name several conditions (``["as-is", "telephone"]``): the report holds them all, the
+    first as the main one.
+    """
     from audioclf_core.bundle import load_bundle
     from audioclf_core.evaluation import evaluate_bundle, write_report
     from audioclf_core.training import _report_context
 
+    conditions = list(dict.fromkeys([condition] if isinstance(condition, str) else condition)) or ["as-is"]
     b = load_bundle(bundle)
 
     def log(msg: str) -> None:
         if console is not None:
             console.print(msg, markup=False)
 
-    ev = evaluate_bundle(b, data, heldout_only=heldout_only, groups=groups or (), condition=condition, log=log)
+    evs = {c: evaluate_bundle(b, data, heldout_only=heldout_only, groups=groups or (), condition=c, log=log)
+           for c in conditions}
     context = {**_report_context(b), "evaluated on": f"{data} ({'held-out groups only' if heldout_only else 'all clips'}"
-               + (f", groups {groups}" if groups else "") + f"; condition {condition})"}
-    folder = write_report({condition: ev}, report, title=f"{b.name} {b.version}: evaluation", context=context)
+               + (f", groups {groups}" if groups else "") + f"; condition {', '.join(conditions)})"}
+    folder = write_report(evs, report, title=f"{b.name} {b.version}: evaluation", context=context)
     if console is not None:
-        _print_results(console, ev.metrics(), heading=f"{ev.n} segments ({condition})")
+        for c, ev in evs.items():
+            _print_results(console, ev.metrics(), heading=f"{ev.n} segments ({c})")
         console.print(f"report: {folder / 'report.md'}")
-    return ev
+    return evs[conditions[0]]
 
 
 def train_command(
@@ -181,13 +188,13 @@ def evaluate_command(
     report: Annotated[Path, typer.Option("--report", help="Folder for report.md, confusion.png, roc.png and the tables.")],
     heldout_only: Annotated[bool, typer.Option("--heldout-only", help="Only the groups the bundle's manifest lists as held out.")] = False,
     group: Annotated[Optional[list[str]], typer.Option("--group", help="Only this group (repeat the option).")] = None,
-    condition: Annotated[str, typer.Option(help="'as-is', or 'telephone' (300-3400 Hz band-pass and mu-law first).")] = "as-is",
+    condition: Annotated[Optional[list[str]], typer.Option(help="'as-is', or 'telephone' (300-3400 Hz band-pass and mu-law first); repeat it for both in one report (the first is the main one). Default: as-is.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
 ) -> None:
     """Evaluate a bundle on labelled clips: accuracy, per-class P/R/F1, ROC-AUC, confusion matrix, report."""
     try:
         run_evaluate(bundle=bundle, data=data, report=report, heldout_only=heldout_only, groups=group,
-                     condition=condition, console=None if quiet else err)
+                     condition=condition or ["as-is"], console=None if quiet else err)
     except AudioClfError as exc:
         _fail(exc)
 

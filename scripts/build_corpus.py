@@ -3,6 +3,7 @@
 
     python scripts/build_corpus.py --task smn    [--out ~/.cache/audioclf/corpus/smn]
     python scripts/build_corpus.py --task digits [--out ~/.cache/audioclf/corpus/digits]
+    python scripts/build_corpus.py --task smn-check [--out ~/.cache/audioclf/corpus/smn-check]
 
 Writes ``<out>/<label>/<file>.wav`` (mono PCM16, 8 kHz unless ``--rate``) and
 ``<out>/manifest.csv`` with one row per clip: ``path`` (relative to ``<out>``),
@@ -11,8 +12,11 @@ file), ``source`` (``package:/path#start-end``, or how a synthetic clip was made
 ``licence``, ``orig_rate``, ``synthetic`` (0/1) and ``duration_s``; the digits manifest adds
 ``language``. ``summary.json`` gives the hours and groups per label; for digits also the clips
 and voices per language and the held-out voices chosen by the rule in :func:`digit_heldout`
-(``heldout.train_args`` are the ``audioclf train`` options that apply it). The audio stays
-outside the repository.
+(``heldout.train_args`` are the ``audioclf train`` options that apply it). ``smn-check`` is an
+evaluation set only: speech, music and noise from three game packages that no ``smn`` recipe reads
+(:func:`check_sources`), cut the way the ``smn`` corpus is, to check the shipped bundle on
+material no training run, validation or earlier test has touched; keep it out of training. The
+audio stays outside the repository.
 
 Rules the corpus follows (see /work/shared/DATA.md):
 
@@ -100,6 +104,9 @@ LICENCES = {
     "tuxtype-data": "GPL-2+",
     "frozen-bubble-data": "GPL-2",
     "drascula-music": "Drascula-License (free redistribution)",
+    "hedgewars-data": "GFDL-1.3 (Data/Sounds), GPL-2 (music)",
+    "flare-game": "CC-BY-SA-3.0+",
+    "freedroidrpg-data": "GPL-2+",
 }
 TOOLS = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave", "festvox-kallpc16k": None,
          "festvox-kdlpc16k": None, "festvox-us-slt-hts": None, "ffmpeg": "ffmpeg"}
@@ -455,6 +462,58 @@ def smn_sources(cap_speech: float, cap_music: float, cap_noise: float) -> list[S
     add("noise", "tux4kids-sfx", t4k, cap_noise, 60)
     return S
 
+
+
+# --------------------------------------------------------------------------------------
+# smn-check: an evaluation set from packages that no smn recipe reads
+# --------------------------------------------------------------------------------------
+CHECK_PACKAGES = ["hedgewars-data", "flare-game", "freedroidrpg-data"]
+HEDGEWARS = Path("/usr/share/games/hedgewars/Data")
+FLARE = Path("/usr/share/games/flare/mods/fantasycore")
+FREEDROID = Path("/usr/share/freedroidrpg/data/sound")
+# Labels follow from folder and file names, fixed before the shipped bundle was run on any of
+# them. Hedgewars voice packs: the spoken lines only (not the grunts, laughs and coughs); the
+# Robot pack is processed and the Singer pack is sung, so both stay out.
+HEDGEWARS_NOT_LINES = re.compile(r"^(Firepunch|Jump|Laugh|Ooff|Ouch|Ow\d|Hmm|Uh-oh|Oops|Poison)")
+HEDGEWARS_NOT_VOICES = {"Robot", "Singer"}
+# Hedgewars effects that are notes, chants, voices or music rather than noise.
+HEDGEWARS_NOT_NOISE = re.compile(r"^(\d[A-G]$|hogchant|Yoohoo|Kiss|Whistle|hell_|countdown|custom|ride_of_the_valkyries)")
+FLARE_NOISE = ("environment", "powers", "inventory", "steps")
+FLARE_NOISE_FILES = ("door_open", "wood_open", "heartbeat", "flying_loot", "melee_attack")
+FREEDROID_NOT_NOISE = re.compile(r"^(Influencer_Scream|ThouArtDefeated|Takeover_Game_|Mission_Status_Change)")
+
+
+def check_sources(cap_speech: float, cap_music: float, cap_noise: float) -> list[Source]:
+    """Groups of the ``smn-check`` set: one per voice pack or speaker set, one per package and kind."""
+    S: list[Source] = []
+
+    def add(label, group, pkg, files, cap, per_file):
+        files = [(pkg, p) for p in files if p.is_file() and not p.is_symlink()]
+        if files:
+            S.append(Source(label, group, files, cap, per_file, trim_rel_db=SPEECH_TRIM_REL_DB if label == "speech" else None))
+
+    for pack in sorted(p for p in (HEDGEWARS / "Sounds/voices").iterdir() if p.name not in HEDGEWARS_NOT_VOICES):
+        add("speech", f"hedgewars-voice-{pack.name}", "hedgewars-data",
+            [p for p in sorted(pack.glob("*.ogg")) if not HEDGEWARS_NOT_LINES.match(p.stem)], cap_speech, 240)
+    add("speech", "flare-merchants", "flare-game", sorted((FLARE / "soundfx/npcs").glob("*.ogg")), cap_speech, 240)
+    add("speech", "freedroid-tux", "freedroidrpg-data", sorted((FREEDROID / "effects/tux_ingame_comments").glob("*.ogg")),
+        cap_speech, 240)
+    add("music", "hedgewars-music", "hedgewars-data", sorted((HEDGEWARS / "Music").glob("*.ogg")), cap_music, 240)
+    add("music", "flare-music", "flare-game", sorted((FLARE / "music").glob("*.ogg")), cap_music, 240)
+    add("music", "freedroid-music", "freedroidrpg-data", sorted((FREEDROID / "music").glob("*.ogg")), cap_music, 240)
+
+    def noise(files, exclude=None):
+        return [p for p in files if not SPEECH_LIKE.search(p.name) and not (exclude and exclude.match(p.stem))]
+
+    add("noise", "hedgewars-sfx", "hedgewars-data", noise(sorted((HEDGEWARS / "Sounds").glob("*.ogg")), HEDGEWARS_NOT_NOISE),
+        cap_noise, 60)
+    flare = [p for d in FLARE_NOISE for p in sorted((FLARE / "soundfx" / d).glob("*.ogg"))]
+    flare += [FLARE / "soundfx" / f"{n}.ogg" for n in FLARE_NOISE_FILES]
+    add("noise", "flare-sfx", "flare-game", noise(flare), cap_noise, 60)
+    freedroid = [p for d in ("bullets", "item_sounds") for p in sorted((FREEDROID / "effects" / d).glob("*.ogg"))]
+    freedroid += sorted((FREEDROID / "effects").glob("*.ogg"))
+    add("noise", "freedroid-sfx", "freedroidrpg-data", noise(freedroid, FREEDROID_NOT_NOISE), cap_noise, 60)
+    return S
 
 # Synthetic telephone tones and line noise (numpy), one group per kind.
 def _tone(freqs, dur, rate, rng, level_db):
@@ -823,7 +882,7 @@ def write_outputs(out: Path, rows: list[Row], errors: list[str], info: dict) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", choices=["smn", "digits"], required=True)
+    ap.add_argument("--task", choices=["smn", "digits", "smn-check"], required=True)
     ap.add_argument("--out", type=Path, help="output folder (default ~/.cache/audioclf/corpus/<task>)")
     ap.add_argument("--rate", type=int, default=8000, help="sample rate of the written clips (8000 or 16000)")
     ap.add_argument("--clip-s", type=float, default=5.0, help="longest clip; longer files are cut into pieces")
@@ -854,17 +913,19 @@ def main() -> None:
     errors: list[str] = []
     rows: list[Row] = []
     with Pool(args.jobs) as pool:
-        if args.task == "smn":
-            ensure_packages([*SMN_PACKAGES, "ffmpeg"], install=not args.no_install)
+        if args.task in ("smn", "smn-check"):
+            smn = args.task == "smn"
+            ensure_packages([*(SMN_PACKAGES if smn else CHECK_PACKAGES), "ffmpeg"], install=not args.no_install)
             caps = [m * 60 for m in args.cap_min]
-            sources = smn_sources(*caps)
+            sources = (smn_sources if smn else check_sources)(*caps)
             info["duplicates_dropped"] = dedupe(sources)
             jobs = [(s, str(out), args.rate, args.clip_s, args.seed) for s in sources]
             for r, e in pool.imap_unordered(build_group, jobs):
                 rows += r
                 errors += e
                 print(f"  {r[0].label if r else '?':>6} {r[0].group if r else '':<28} {sum(x.duration_s for x in r) / 60:6.1f} min", flush=True)
-            rows += build_synthetic_noise(out, args.rate, args.clip_s, args.seed, args.synthetic_noise_min * 60)
+            if smn:
+                rows += build_synthetic_noise(out, args.rate, args.clip_s, args.seed, args.synthetic_noise_min * 60)
         else:
             ensure_packages([*DIGITS_PACKAGES, "ffmpeg"], install=not args.no_install)
             sources = digit_sources()

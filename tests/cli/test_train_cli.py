@@ -137,6 +137,18 @@ def test_evaluate_writes_a_report_with_the_right_counts(trained, clips, tmp_path
     proc = run("evaluate", str(out), str(clips), "--report", str(tmp_path / "h"), "--heldout-only", "--condition", "telephone")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "h" / "metrics.json").read_text())["telephone"]["segments"] == 6
+    # Both conditions in one report: the first is the main one, the second gets its own confusion matrix.
+    proc = run("evaluate", str(out), str(clips), "--report", str(tmp_path / "b"), "--heldout-only",
+               "--condition", "telephone", "--condition", "as-is")
+    assert proc.returncode == 0, proc.stderr
+    both = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert list(both) == ["telephone", "as-is"]
+    assert both["as-is"]["segments"] == 6
+    assert both["telephone"] == json.loads((tmp_path / "h" / "metrics.json").read_text())["telephone"]
+    assert (tmp_path / "b" / "confusion-as-is.png").is_file() and (tmp_path / "b" / "misclassified-as-is.csv").is_file()
+    assert proc.stderr.count("6 segments (telephone)") == 1 and proc.stderr.count("6 segments (as-is)") == 1
+    line = one_line_error(run("evaluate", str(out), str(clips), "--report", str(tmp_path / "c"), "--condition", "radio"))
+    assert "radio" in line and not (tmp_path / "c").exists()
 
 
 @pytest.mark.slow
