@@ -116,7 +116,7 @@ def run_evaluate(
     first as the main one.
     """
     from audioclf_core.bundle import load_bundle
-    from audioclf_core.evaluation import evaluate_bundle, write_report
+    from audioclf_core.evaluation import evaluate_bundle, trained_groups, write_report
     from audioclf_core.training import _report_context
 
     conditions = list(dict.fromkeys([condition] if isinstance(condition, str) else condition)) or ["as-is"]
@@ -130,10 +130,17 @@ def run_evaluate(
            for c in conditions}
     context = {**_report_context(b), "evaluated on": f"{data} ({'held-out groups only' if heldout_only else 'all clips'}"
                + (f", groups {groups}" if groups else "") + f"; condition {', '.join(conditions)})"}
-    folder = write_report(evs, report, title=f"{b.name} {b.version}: evaluation", context=context)
+    known = trained_groups(b.manifest)
+    evaluated = sorted(set(evs[conditions[0]].groups))
+    seen = None if known is None else sorted(set(evaluated) & set(known))
+    folder = write_report(evs, report, title=f"{b.name} {b.version}: evaluation", context=context, seen=seen)
     if console is not None:
         for c, ev in evs.items():
             _print_results(console, ev.metrics(), heading=f"{ev.n} segments ({c})")
+        if seen:
+            console.print(f"warning: {len(seen)} of the {len(evaluated)} groups evaluated were in {b.name} "
+                          f"{b.version}'s training or validation data ({', '.join(seen[:8])}"
+                          f"{', ...' if len(seen) > 8 else ''}): not held-out figures", markup=False)
         console.print(f"report: {folder / 'report.md'}")
     return evs[conditions[0]]
 

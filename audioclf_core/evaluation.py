@@ -424,8 +424,36 @@ def _md_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
     return "\n".join(lines)
 
 
+def trained_groups(manifest) -> list[str] | None:
+    """Groups a bundle's manifest says it was trained or validated on, sorted; None if it does not say.
+
+    Read from ``provenance.data.split.{train,val}.groups``, as :func:`audioclf_core.training.train`
+    records them. A fine-tune lists its own data only, not its parent's.
+    """
+    split = manifest.provenance.get("data", {}).get("split")
+    if not isinstance(split, Mapping):
+        return None
+    parts = [split.get(k) for k in ("train", "val")]
+    if not any(isinstance(part, Mapping) and "groups" in part for part in parts):
+        return None
+    return sorted({str(g) for part in parts if isinstance(part, Mapping) for g in part.get("groups", [])})
+
+
+def _heldout_sentence(seen: Sequence[str] | None, n_groups: int) -> str:
+    if seen is None:
+        return ("The bundle's manifest does not record the groups it was trained on, so whether these groups are "
+                "held out is not known.")
+    if not seen:
+        return "Held-out groups (voices, packages, kinds) were never seen in training."
+    shown = ", ".join(seen[:20]) + (f" and {len(seen) - 20} more" if len(seen) > 20 else "")
+    return (f"**Not all held out:** {len(seen)} of the {n_groups} groups evaluated here are in the training or "
+            f"validation split that the bundle's manifest records ({shown}); for those, the figures say how well "
+            "the model fits its own data, not how it does on new recordings.")
+
+
 def write_report(
     evaluations: Mapping[str, Evaluation] | Evaluation, folder: str | Path, *, title: str, context: Mapping[str, str] = {},
+    seen: Sequence[str] | None = (),
 ) -> Path:
     """Write ``report.md`` with its plots and tables into ``folder``; returns the folder.
 
@@ -434,6 +462,8 @@ def write_report(
     line, a confusion matrix and their own ``misclassified-<condition>.csv``. Files:
     ``report.md``, ``confusion.png``, ``roc.png``, ``per_class.csv``, ``confusion.csv``,
     ``per_group.csv``, ``misclassified.csv``, ``predictions.csv``, ``metrics.json``.
+    ``seen`` names the evaluated groups the bundle was trained or validated on (empty: all
+    held out; None: not known), and the report says so.
     """
     if isinstance(evaluations, Evaluation):
         evaluations = {"as-is": evaluations}
@@ -468,9 +498,9 @@ def write_report(
         for n, e in evaluations.items()])
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in context.items()]
-    lines += ["", "Unit: one segment (a held-out clip), scored as the pipeline scores a segment: its windows' "
-              "probabilities pooled as the bundle says (see the contract above). Held-out groups (voices, packages, "
-              "kinds) were never seen in training.", "",
+    lines += ["", "Unit: one segment (a clip), scored as the pipeline scores a segment: its windows' "
+              "probabilities pooled as the bundle says (see the contract above). "
+              + _heldout_sentence(None if seen is None else list(seen), len(main.per_group())), "",
               "## Summary", "", _md_table(summary), "",
               "The 95 % intervals: over segments, how far accuracy could move with other clips like these "
               "(Wilson); over groups, how far with other held-out voices or packages (bootstrap over whole "

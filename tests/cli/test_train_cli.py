@@ -134,9 +134,14 @@ def test_evaluate_writes_a_report_with_the_right_counts(trained, clips, tmp_path
     assert {k: v["support"] for k, v in metrics["per_class"].items()} == {"speech": 6, "music": 2, "noise": 4}
     assert np.array(metrics["confusion"]).sum(axis=1).tolist() == [6, 2, 4]
     assert len(pd.read_csv(tmp_path / "r" / "predictions.csv")) == 12
+    # All clips include the three groups the model was trained on: the report and the console say so.
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "**Not all held out:** 3 of the 6 groups evaluated here" in md and "(digits, hiss, macroform-the)" in md
+    assert "warning: 3 of the 6 groups evaluated were in" in proc.stderr
     proc = run("evaluate", str(out), str(clips), "--report", str(tmp_path / "h"), "--heldout-only", "--condition", "telephone")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "h" / "metrics.json").read_text())["telephone"]["segments"] == 6
+    assert "never seen in training" in (tmp_path / "h" / "report.md").read_text() and "warning" not in proc.stderr
     # Both conditions in one report: the first is the main one, the second gets its own confusion matrix.
     proc = run("evaluate", str(out), str(clips), "--report", str(tmp_path / "b"), "--heldout-only",
                "--condition", "telephone", "--condition", "as-is")

@@ -692,6 +692,34 @@ def test_metrics_on_known_answers(tmp_path):
     assert "| as-is | 9 | 0.778 |" in md and "![confusion matrix](confusion.png)" in md
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["as-is"]["confusion"] == ev.confusion.tolist() and metrics["as-is"]["segments"] == 9
+    assert "never seen in training" in md and "Not all held out" not in md
+
+    # What the report says about groups the model was trained on, or may have been.
+    md = (write_report(ev, tmp_path / "seen", title="t", seen=["g2"]) / "report.md").read_text()
+    assert "**Not all held out:** 1 of the 2 groups evaluated here" in md and "(g2)" in md
+    assert "never seen in training" not in md
+    md = (write_report(ev, tmp_path / "unknown", title="t", seen=None) / "report.md").read_text()
+    assert "does not record the groups it was trained on" in md and "never seen in training" not in md
+
+
+def test_trained_groups_reads_the_recorded_split():
+    from types import SimpleNamespace
+
+    from audioclf_core.bundle import load_bundle
+    from audioclf_core.evaluation import trained_groups
+
+    def manifest(split):
+        return SimpleNamespace(provenance={"data": {"split": split}} if split is not None else {})
+
+    split = {"train": {"groups": ["b", "a"]}, "val": {"groups": ["c", "a"]}, "test": {"groups": ["t"]}}
+    assert trained_groups(manifest(split)) == ["a", "b", "c"]  # test groups are not "seen"
+    assert trained_groups(manifest({"train": {"groups": []}, "val": {"groups": []}})) == []
+    assert trained_groups(manifest({"train": {"clips": 3}})) is None
+    assert trained_groups(manifest(None)) is None
+    assert trained_groups(load_bundle("placeholder").manifest) is None
+    shipped = load_bundle("speech-music-noise").manifest
+    held = set(shipped.evaluation["heldout_groups"])
+    assert len(trained_groups(shipped)) > 50 and not held & set(trained_groups(shipped))
 
 
 def test_wilson_interval_matches_scipy_and_stays_in_range():
