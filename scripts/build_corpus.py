@@ -463,7 +463,6 @@ def smn_sources(cap_speech: float, cap_music: float, cap_noise: float) -> list[S
     return S
 
 
-
 # --------------------------------------------------------------------------------------
 # smn-check: an evaluation set from packages that no smn recipe reads
 # --------------------------------------------------------------------------------------
@@ -514,6 +513,7 @@ def check_sources(cap_speech: float, cap_music: float, cap_noise: float) -> list
     freedroid += sorted((FREEDROID / "effects").glob("*.ogg"))
     add("noise", "freedroid-sfx", "freedroidrpg-data", noise(freedroid, FREEDROID_NOT_NOISE), cap_noise, 60)
     return S
+
 
 # Synthetic telephone tones and line noise (numpy), one group per kind.
 def _tone(freqs, dur, rate, rng, level_db):
