@@ -1124,8 +1124,9 @@ def train(
         The feature contract (rate, windows, features, silence, cropping); ``smn`` or
         ``digits``. With ``from_bundle`` the parent's contract is kept instead.
     from_bundle : str or Path, optional
-        Fine-tune this bundle. Its contract is kept, the result is a new version in
-        ``out``, and the parent stays as it is. New labels get a new output layer.
+        Fine-tune this bundle. Its contract and network are kept (``arch_kwargs`` must be
+        empty; the parent's are recorded), the result is a new version in ``out``, and the
+        parent stays as it is. New labels get a new output layer.
     freeze_features : bool
         With ``from_bundle``: train only the output layer.
     search : int
@@ -1166,6 +1167,9 @@ def train(
                                  "(listed under provenance.ensemble_of), then build the ensemble again")
         if parent.path.resolve() == out.resolve():
             raise BundleError(f"--out {out} is the bundle being fine-tuned; a new version needs a new folder")
+        if arch_kwargs:
+            raise ParameterError(f"{', '.join(sorted(arch_kwargs))} cannot change in a fine-tune: it keeps the "
+                                 f"network of {parent.path}")
         m = parent.manifest
         task = replace(get_preset(preset), sample_rate=m.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
                        features=m.features, silence=m.silence, name=m.name, labels=m.labels, pooling=m.pooling)
@@ -1228,6 +1232,8 @@ def train(
         f"input {input_shape[0]} frames x {input_shape[1]} features")
 
     base_kwargs = dict(arch_kwargs or {})
+    if parent is not None:  # the network is the parent's: record what its manifest records
+        base_kwargs = dict(parent.manifest.provenance.get("training", {}).get("arch_kwargs") or {})
     trials = []
     if parent is None and search > 1:
         configs = search_configs(arch, search, seed=seed, base=base_kwargs, learning_rate=learning_rate)

@@ -183,6 +183,11 @@ def test_fine_tuning_writes_a_new_version_and_keeps_the_parent(trained, dataset,
                                       "sha256": trained.bundle.sha256, "freeze_features": True}
     assert m.features == trained.bundle.manifest.features and m.labels == trained.bundle.labels
     assert m.pooling == "mean" != trained.bundle.pooling
+    # the network is the parent's, and the manifest says so
+    assert (m.architecture, m.provenance["training"]["arch_kwargs"]) == ("cnn", {"width": 4})
+    with pytest.raises(ParameterError, match="width cannot change in a fine-tune"):
+        train(dataset, out=tmp_path / "v3", from_bundle=parent, arch_kwargs={"width": 8}, epochs=1, verbose=0)
+    assert not (tmp_path / "v3").exists()
     # Frozen features: every layer but the output layer kept the parent's weights.
     new, old = load_bundle(child.bundle.path).model, load_bundle(parent).model
     for a, b in zip(new.layers[:-1], old.layers[:-1]):
