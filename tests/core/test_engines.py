@@ -234,8 +234,9 @@ def _on_jax(code: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["speech-music-noise", "digits"])
 def test_bundles_answer_the_same_on_the_jax_backend(tmp_path, name):
-    """A bundle is backend-neutral (the digits weights were trained on jax): in a fresh process on Keras's
-    jax backend it gives TensorFlow's probabilities, and TensorFlow is never imported there."""
+    """A bundle is backend-neutral (digits' parent 1.2.1 was trained on jax, its fine-tunes on
+    TensorFlow): in a fresh process on Keras's jax backend it gives TensorFlow's probabilities, and
+    TensorFlow is never imported there."""
     from audioclf_core.model import Predictor
 
     b = load_bundle(name)
