@@ -48,7 +48,7 @@ def run_train(
     arch: str = "resnet",
     from_bundle: str | None = None,
     freeze_features: bool = False,
-    task_preset: str = "smn",
+    task_preset: str | None = None,
     epochs: int = 30,
     seed: int = 0,
     search: int = 0,
@@ -71,13 +71,7 @@ def run_train(
     console: Console | None = None,
 ):
     """Train (or fine-tune) a bundle and print its held-out figures; returns the :class:`TrainResult`."""
-    from dataclasses import replace
-
-    from audioclf_core.training import get_preset, train
-
-    preset = get_preset(task_preset)
-    if augment:
-        preset = replace(preset, augment=preset.augment.with_items(augment))
+    from audioclf_core.training import train
 
     def log(msg: str) -> None:
         if console is not None:
@@ -85,12 +79,12 @@ def run_train(
 
     verbose = 0 if console is None else (1 if sys.stderr.isatty() else 2)
     result = train(
-        data, out=out, arch=arch, preset=preset, from_bundle=from_bundle, freeze_features=freeze_features,
+        data, out=out, arch=arch, preset=task_preset, from_bundle=from_bundle, freeze_features=freeze_features,
         epochs=epochs, seed=seed, search=search, arch_kwargs=arch_kwargs, learning_rate=learning_rate,
         batch_size=batch_size, patience=patience, test_groups=test_groups or (), val_groups=val_groups or (),
         test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat,
         max_windows_per_epoch=max_windows, time_budget_s=time_budget_s, name=name, version=version, report=report,
-        verbose=verbose, log=log, workers=workers,
+        verbose=verbose, log=log, workers=workers, augment=augment or (),
     )
     if console is not None:
         b = result.bundle
@@ -151,7 +145,7 @@ def train_command(
     arch: Annotated[str, typer.Option(help="Architecture: resnet, cnn or mlp (ignored with --from).")] = "resnet",
     from_bundle: Annotated[Optional[str], typer.Option("--from", help="Fine-tune this bundle (shipped name, folder or URL); keeps its contract and network and writes a new version to --out.")] = None,
     freeze_features: Annotated[bool, typer.Option("--freeze-features", help="With --from: train only the output layer.")] = False,
-    task_preset: Annotated[str, typer.Option("--task-preset", help="Feature contract of a new bundle: smn (speech/music/noise) or digits.")] = "smn",
+    task_preset: Annotated[Optional[str], typer.Option("--task-preset", help="Feature contract, cropping and augmentation of a new bundle: smn (speech/music/noise, the default) or digits. With --from the contract stays the parent's, and cropping and augmentation are the ones the parent was trained with unless a preset is named.", show_default=False)] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 30,
     seed: Annotated[int, typer.Option(help="Seed of the split, the augmentation and the initial weights.")] = 0,
     search: Annotated[int, typer.Option(help="Hyper-parameter trials before the final training (0: none).")] = 0,
@@ -171,7 +165,7 @@ def train_command(
     version: Annotated[Optional[str], typer.Option(help="Bundle version (default 1.0.0, or the parent's next minor version).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the held-out evaluation report (report.md, plots, tables) here.")] = None,
     workers: Annotated[int, typer.Option(help="Threads that decode and augment training windows while the model trains.")] = 2,
-    augment: Annotated[Optional[list[str]], typer.Option("--augment", metavar="NAME=VALUE", help="Change one augmentation parameter of the preset (repeat the option); NAME=LOW,HIGH for a range, e.g. p_pitch=0.5, pitch=0.7,1.6, p_reverb=0.3, p_telephone=0. Names: audioclf_core.training.AugmentParams.")] = None,
+    augment: Annotated[Optional[list[str]], typer.Option("--augment", metavar="NAME=VALUE", help="Change one augmentation parameter of the preset (or, with --from, of the parent's training; repeat the option); NAME=LOW,HIGH for a range, e.g. p_pitch=0.5, pitch=0.7,1.6, p_reverb=0.3, p_telephone=0. Names: audioclf_core.training.AugmentParams.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Train a bundle on labelled clips (or fine-tune one with --from) and evaluate it on held-out groups."""

@@ -254,6 +254,32 @@ def get_preset(preset: str | TaskPreset) -> TaskPreset:
     return PRESETS[preset]
 
 
+def fine_tune_preset(parent: Bundle) -> TaskPreset:
+    """What a fine-tune of ``parent`` trains under when no preset is named: the parent's.
+
+    The contract comes from its manifest; cropping, augmentation and the mixing-noise label
+    from what ``provenance.training`` records of its own training. What it does not record is
+    taken from the built-in preset with the same labels, if there is one, else the defaults.
+    """
+    m = parent.manifest
+    same = [p for p in PRESETS.values() if tuple(p.labels) == tuple(m.labels)]
+    base = same[0] if same else TaskPreset(name=m.name, sample_rate=m.sample_rate, window_s=m.window_s,
+                                           hop_s=m.hop_s, features=m.features, silence=m.silence, crop="window")
+    rec = m.provenance.get("training", {})
+    augment = base.augment
+    if isinstance(rec.get("augmentation"), dict):
+        known = {f.name for f in fields(AugmentParams)}
+        augment = AugmentParams(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in rec["augmentation"].items() if k in known})
+    crop = rec.get("crop") if rec.get("crop") in ("window", "whole") else base.crop
+    noise_label = rec["noise_label"] if "noise_label" in rec else base.noise_label
+    if noise_label is not None and noise_label not in m.labels:
+        noise_label = None
+    return replace(base, sample_rate=m.sample_rate, window_s=m.window_s, hop_s=m.hop_s, features=m.features,
+                   silence=m.silence, crop=crop, augment=augment, noise_label=noise_label, name=m.name,
+                   labels=tuple(m.labels), pooling=m.pooling)
+
+
 # --------------------------------------------------------------------------------------
 # Data: tables, splits, decoding
 # --------------------------------------------------------------------------------------
@@ -1084,7 +1110,7 @@ def train(
     *,
     out: str | Path,
     arch: str = "cnn",
-    preset: str | TaskPreset = "smn",
+    preset: str | TaskPreset | None = None,
     from_bundle: str | Path | None = None,
     freeze_features: bool = False,
     name: str | None = None,
@@ -1108,6 +1134,7 @@ def train(
     report: str | Path | None = None,
     verbose: int = 1,
     workers: int = 2,
+    augment: Sequence[str] = (),
     log: Log | None = None,
 ) -> TrainResult:
     """Train a bundle on labelled clips and evaluate it on held-out groups.
@@ -1120,9 +1147,11 @@ def train(
         Folder for the new bundle; it must not hold one (bundles are never overwritten).
     arch : {"cnn", "resnet", "mlp"}
         Architecture (ignored with ``from_bundle``).
-    preset : str or TaskPreset
-        The feature contract (rate, windows, features, silence, cropping); ``smn`` or
-        ``digits``. With ``from_bundle`` the parent's contract is kept instead.
+    preset : str or TaskPreset, optional
+        The feature contract (rate, windows, features, silence), cropping and augmentation;
+        ``smn`` (the default) or ``digits``. With ``from_bundle`` the parent's contract is
+        kept whatever the preset, and cropping and augmentation are the parent's own
+        (:func:`fine_tune_preset`) unless a preset is named.
     from_bundle : str or Path, optional
         Fine-tune this bundle. Its contract and network are kept (``arch_kwargs`` must be
         empty; the parent's are recorded), the result is a new version in ``out``, and the
@@ -1142,6 +1171,8 @@ def train(
         Also write the held-out evaluation report there.
     verbose : int
         Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
+    augment : sequence of str
+        ``NAME=VALUE`` changes to that augmentation (see :meth:`AugmentParams.with_items`).
     log : callable, optional
         Receives one line per step.
 
@@ -1171,15 +1202,18 @@ def train(
             raise ParameterError(f"{', '.join(sorted(arch_kwargs))} cannot change in a fine-tune: it keeps the "
                                  f"network of {parent.path}")
         m = parent.manifest
-        task = replace(get_preset(preset), sample_rate=m.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
-                       features=m.features, silence=m.silence, name=m.name, labels=m.labels, pooling=m.pooling)
+        task = fine_tune_preset(parent) if preset is None else replace(
+            get_preset(preset), sample_rate=m.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
+            features=m.features, silence=m.silence, name=m.name, labels=m.labels, pooling=m.pooling)
         arch = m.architecture or "unknown"
     else:
         if arch not in ARCHITECTURES:
             raise ParameterError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
         if freeze_features:
             raise ParameterError("--freeze-features needs --from BUNDLE: there are no trained features to freeze")
-        task = get_preset(preset)
+        task = get_preset("smn" if preset is None else preset)
+    if augment:
+        task = replace(task, augment=task.augment.with_items(augment))
 
     table = load_table(data)
     found = sorted(table["label"].unique())
@@ -1317,6 +1351,7 @@ def train(
         "patience": patience, "best_val_window_accuracy": round(result["best_val_accuracy"], 4),
         "class_weight": dict(zip(labels, result["class_weight"])), "seconds": result["seconds"],
         "windows_per_epoch": len(sampler(max_windows_per_epoch, seed)), "crop": task.crop, "real_repeat": real_repeat,
+        "noise_label": task.noise_label,
         "augmentation": task.augment.to_dict(), "search_trials": trials,
         "history": {k: [round(v, 5) for v in vals] for k, vals in result["history"].items()},
         "stopped_by_time_budget": result["stopped_by_time_budget"],

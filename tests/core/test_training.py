@@ -197,6 +197,35 @@ def test_fine_tuning_writes_a_new_version_and_keeps_the_parent(trained, dataset,
 
 
 @pytest.mark.slow
+def test_a_fine_tune_trains_as_its_parent_was_trained_unless_a_preset_is_named(trained, dataset, tmp_path):
+    from audioclf_core.training import fine_tune_preset
+
+    parent = tmp_path / "v1"
+    shutil.copytree(trained.bundle.path, parent)
+    data = json.loads((parent / MANIFEST).read_text())
+    rec = data["provenance"]["training"]
+    assert (rec["crop"], rec["noise_label"]) == ("window", "noise")
+    rec["crop"], rec["augmentation"]["p_noise"], rec["augmentation"]["snr_db"] = "whole", 0.123, [7.0, 9.0]
+    (parent / MANIFEST).write_text(json.dumps(data))
+    kw = dict(epochs=1, batch_size=16, max_windows_per_epoch=32, test_groups=TEST_GROUPS, val_fraction=0.0, verbose=0,
+              workers=1)
+    own = train(dataset, out=tmp_path / "own", from_bundle=parent, augment=["p_mask=0.25"], **kw).bundle.manifest
+    assert own.provenance["training"]["crop"] == "whole" and own.provenance["training"]["noise_label"] == "noise"
+    assert own.provenance["training"]["augmentation"] == {**rec["augmentation"], "p_mask": 0.25}
+    named = train(dataset, out=tmp_path / "named", from_bundle=parent, preset="digits", **kw).bundle.manifest
+    assert named.provenance["training"]["augmentation"] == json.loads(json.dumps(PRESETS["digits"].augment.to_dict()))
+    assert named.provenance["training"]["noise_label"] is None and named.features == own.features  # the contract stays
+    # a parent that records none of it trains as the built-in preset with its labels
+    for key in ("crop", "augmentation", "noise_label"):
+        del rec[key]
+    (parent / MANIFEST).write_text(json.dumps(data))
+    task = fine_tune_preset(load_bundle(parent, verify=False))
+    smn = PRESETS["smn"]
+    assert (task.crop, task.augment, task.noise_label) == (smn.crop, smn.augment, smn.noise_label)
+    assert (task.features, task.labels, task.name) == (own.features, own.labels, own.name)
+
+
+@pytest.mark.slow
 def test_repooling_keeps_the_weights_and_measures_the_figures_again(trained, dataset, tmp_path):
     src = trained.bundle
     before = {p.name: p.read_bytes() for p in src.path.iterdir()}
