@@ -254,25 +254,30 @@ def get_preset(preset: str | TaskPreset) -> TaskPreset:
     return PRESETS[preset]
 
 
-def fine_tune_preset(parent: Bundle) -> TaskPreset:
-    """What a fine-tune of ``parent`` trains under when no preset is named: the parent's.
+def fine_tune_preset(parent: Bundle, preset: str | TaskPreset | None = None) -> TaskPreset:
+    """What a fine-tune of ``parent`` trains under: the parent's contract, always.
 
-    The contract comes from its manifest; cropping, augmentation and the mixing-noise label
-    from what ``provenance.training`` records of its own training. What it does not record is
-    taken from the built-in preset with the same labels, if there is one, else the defaults.
+    Cropping, augmentation and the mixing-noise label come from ``preset`` when one is named;
+    otherwise from what the parent's ``provenance.training`` records of its own training,
+    and what that does not record from the built-in preset with the same labels, if there
+    is one, else the defaults.
     """
     m = parent.manifest
-    same = [p for p in PRESETS.values() if tuple(p.labels) == tuple(m.labels)]
-    base = same[0] if same else TaskPreset(name=m.name, sample_rate=m.sample_rate, window_s=m.window_s,
-                                           hop_s=m.hop_s, features=m.features, silence=m.silence, crop="window")
-    rec = m.provenance.get("training", {})
-    augment = base.augment
-    if isinstance(rec.get("augmentation"), dict):
-        known = {f.name for f in fields(AugmentParams)}
-        augment = AugmentParams(**{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in rec["augmentation"].items() if k in known})
-    crop = rec.get("crop") if rec.get("crop") in ("window", "whole") else base.crop
-    noise_label = rec["noise_label"] if "noise_label" in rec else base.noise_label
+    if preset is not None:
+        base = get_preset(preset)
+        crop, augment, noise_label = base.crop, base.augment, base.noise_label
+    else:
+        same = [p for p in PRESETS.values() if tuple(p.labels) == tuple(m.labels)]
+        base = same[0] if same else TaskPreset(name=m.name, sample_rate=m.sample_rate, window_s=m.window_s,
+                                               hop_s=m.hop_s, features=m.features, silence=m.silence, crop="window")
+        rec = m.provenance.get("training", {})
+        augment = base.augment
+        if isinstance(rec.get("augmentation"), dict):
+            known = {f.name for f in fields(AugmentParams)}
+            augment = AugmentParams(**{k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in rec["augmentation"].items() if k in known})
+        crop = rec.get("crop") if rec.get("crop") in ("window", "whole") else base.crop
+        noise_label = rec["noise_label"] if "noise_label" in rec else base.noise_label
     if noise_label is not None and noise_label not in m.labels:
         noise_label = None
     return replace(base, sample_rate=m.sample_rate, window_s=m.window_s, hop_s=m.hop_s, features=m.features,
@@ -1201,11 +1206,8 @@ def train(
         if arch_kwargs:
             raise ParameterError(f"{', '.join(sorted(arch_kwargs))} cannot change in a fine-tune: it keeps the "
                                  f"network of {parent.path}")
-        m = parent.manifest
-        task = fine_tune_preset(parent) if preset is None else replace(
-            get_preset(preset), sample_rate=m.sample_rate, window_s=m.window_s, hop_s=m.hop_s,
-            features=m.features, silence=m.silence, name=m.name, labels=m.labels, pooling=m.pooling)
-        arch = m.architecture or "unknown"
+        task = fine_tune_preset(parent, preset)
+        arch = parent.manifest.architecture or "unknown"
     else:
         if arch not in ARCHITECTURES:
             raise ParameterError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
