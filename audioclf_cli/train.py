@@ -101,19 +101,19 @@ def run_evaluate(
     report: str | Path,
     heldout_only: bool = False,
     groups: list[str] | None = None,
-    condition: str | list[str] = "as-is",
+    condition: str | list[str] | None = "as-is",
     console: Console | None = None,
 ):
     """Evaluate a bundle on labelled clips and write a report; returns the :class:`Evaluation` of the first condition.
 
     ``condition`` may name several conditions (``["as-is", "telephone"]``): the report holds them all, the
-    first as the main one.
+    first as the main one. None or an empty list means as-is.
     """
     from audioclf_core.bundle import load_bundle
     from audioclf_core.evaluation import evaluate_bundle, trained_groups, write_report
     from audioclf_core.training import _report_context
 
-    conditions = list(dict.fromkeys([condition] if isinstance(condition, str) else condition)) or ["as-is"]
+    conditions = list(dict.fromkeys([condition] if isinstance(condition, str) else condition or ())) or ["as-is"]
     b = load_bundle(bundle)
 
     def log(msg: str) -> None:
@@ -195,7 +195,7 @@ def evaluate_command(
     """Evaluate a bundle on labelled clips: accuracy, per-class P/R/F1, ROC-AUC, confusion matrix, report."""
     try:
         run_evaluate(bundle=bundle, data=data, report=report, heldout_only=heldout_only, groups=group,
-                     condition=condition or ["as-is"], console=None if quiet else err)
+                     condition=condition, console=None if quiet else err)
     except AudioClfError as exc:
         _fail(exc)
 
