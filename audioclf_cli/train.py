@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from audioclf_core.errors import AudioClfError
+from audioclf_core.errors import AudioClfError, ParameterError
 
 err = Console(stderr=True, highlight=False)
 EXIT_ERROR = 1
@@ -111,10 +111,12 @@ def run_evaluate(
     """
     from audioclf_core.bundle import load_bundle
     from audioclf_core.evaluation import evaluate_bundle, trained_groups, write_report
+    from audioclf_core.storage import check_local_folder
     from audioclf_core.training import _report_context
 
     conditions = list(dict.fromkeys([condition] if isinstance(condition, str) else condition or ())) or ["as-is"]
     b = load_bundle(bundle)
+    check_local_folder(report, what="report folder")
 
     def log(msg: str) -> None:
         if console is not None:
@@ -161,7 +163,7 @@ def train_command(
     real_repeat: Annotated[int, typer.Option(help="Draw real (not synthetic) clips this many times per epoch.")] = 1,
     max_windows: Annotated[int, typer.Option(help="Most training windows per epoch.")] = 30000,
     time_budget_min: Annotated[Optional[float], typer.Option(help="Stop training after this many minutes (at an epoch's end).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Bundle name (default: the preset's, or the parent's).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Bundle name (default: the parent's with --from; the preset's when the data has all its labels; else the data folder's).")] = None,
     version: Annotated[Optional[str], typer.Option(help="Bundle version (default 1.0.0, or the parent's next minor version).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the held-out evaluation report (report.md, plots, tables) here.")] = None,
     workers: Annotated[int, typer.Option(help="Threads that decode and augment training windows while the model trains.")] = 2,
@@ -171,12 +173,14 @@ def train_command(
     """Train a bundle on labelled clips (or fine-tune one with --from) and evaluate it on held-out groups."""
     kwargs = {k: v for k, v in (("width", width), ("dropout", dropout)) if v is not None}
     try:
+        if time_budget_min is not None and not time_budget_min > 0:
+            raise ParameterError(f"--time-budget-min {time_budget_min}: must be a positive number of minutes")
         run_train(
             data=data, out=out, arch=arch, from_bundle=from_bundle, freeze_features=freeze_features,
             task_preset=task_preset, epochs=epochs, seed=seed, search=search, arch_kwargs=kwargs,
             learning_rate=learning_rate, batch_size=batch_size, patience=patience, test_groups=test_group,
             val_groups=val_group, test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat, max_windows=max_windows,
-            time_budget_s=time_budget_min * 60 if time_budget_min else None, name=name, version=version,
+            time_budget_s=None if time_budget_min is None else time_budget_min * 60, name=name, version=version,
             report=report, workers=workers, augment=augment, console=None if quiet else err,
         )
     except AudioClfError as exc:
@@ -216,7 +220,6 @@ def run_join(
 ):
     """Join several runs of one recipe into one bundle (:func:`~audioclf_core.training.soup` for
     ``mean="weights"``, :func:`~audioclf_core.training.ensemble` for ``"probabilities"``); returns it."""
-    from audioclf_core.errors import ParameterError
     from audioclf_core.training import ensemble, soup
 
     if mean not in JOIN_MEANS:

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import BundleError
+from .errors import BundleError, ParameterError
 from .features import FeatureExtractor
 from .params import FeatureParams, Pooling, SilenceParams
 
@@ -300,6 +300,31 @@ def refuse_existing(folder: Path, *, hint: str = "") -> None:
     """Raise :class:`BundleError` if ``folder`` already holds a bundle: versions are kept, never replaced."""
     if (folder / MANIFEST).exists() or (folder / MODEL_FILE).exists():
         raise BundleError(f"{folder} already holds a bundle; bundles are never overwritten{hint}")
+
+
+# A version starts with a number: 1.4.0, 2, 1.5.0-rc1, 1.0.0+local.
+VERSION_RE = re.compile(r"\d+(\.\d+)*[0-9A-Za-z.+-]*")
+
+
+def check_new_bundle(folder: str | Path, *, version: str | None = None, hint: str = "") -> Path:
+    """Check, before any work, that a new bundle can be written to ``folder`` as ``version``.
+
+    Raises
+    ------
+    BundleError
+        ``folder`` already holds a bundle (see :func:`refuse_existing`).
+    ParameterError
+        ``version`` does not start with a number (``1.4.0``, ``2``, ``1.5.0-rc1``).
+    OutputError
+        ``folder`` cannot be made or written (see :func:`~audioclf_core.storage.check_local_folder`).
+    """
+    from .storage import check_local_folder
+
+    folder = Path(folder).expanduser()
+    refuse_existing(folder, hint=hint)
+    if version is not None and not VERSION_RE.fullmatch(str(version)):
+        raise ParameterError(f"version {version!r} is not a version: use numbers and dots, e.g. 1.2.0")
+    return check_local_folder(folder, what="bundle folder")
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:

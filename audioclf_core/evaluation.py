@@ -28,6 +28,7 @@ from .bundle import Bundle, load_bundle
 from .errors import ParameterError
 from .features import FeatureExtractor
 from .pipeline import pooled_window_probs
+from .storage import check_local_folder
 
 Log = Callable[[str], None]
 
@@ -324,7 +325,7 @@ def evaluate_bundle(
     condition : {"as-is", "telephone"}
         Score the clips as they are, or through a fixed telephone channel (300-3400 Hz, mu-law).
     """
-    from .training import load_clips, load_table, telephone
+    from .training import decoded, load_clips, load_table, telephone
 
     if condition not in CONDITIONS:
         raise ParameterError(f"condition={condition!r}: use one of {', '.join(CONDITIONS)}")
@@ -345,9 +346,7 @@ def evaluate_bundle(
     if unknown:
         raise ParameterError(f"the data has labels {unknown} that bundle {b.name} does not know ({list(b.labels)})")
     clips, errors = load_clips(table["path"].tolist(), sr=b.sample_rate, log=log)
-    ok = [c is not None and c.size > 0 for c in clips]
-    if log and not all(ok):
-        log(f"{len(ok) - sum(ok)} clips did not decode and are left out")
+    ok = decoded(clips, errors, data=data, log=log)
     table = table[ok].reset_index(drop=True)
     clips = [c for c, k in zip(clips, ok) if k]
     if condition == "telephone":
@@ -469,7 +468,7 @@ def write_report(
         evaluations = {"as-is": evaluations}
     if not evaluations:
         raise ParameterError("nothing to report: no evaluations")
-    folder = Path(folder)
+    folder = check_local_folder(folder, what="report folder")
     folder.mkdir(parents=True, exist_ok=True)
     names = list(evaluations)
     main = evaluations[names[0]]

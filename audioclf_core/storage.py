@@ -1,4 +1,4 @@
-"""fsspec options for object stores, built from explicit settings.
+"""Where results go: fsspec options for object stores, and checks of local output paths.
 
 Entry points read deployment settings (``AUDIOCLF_S3_ENDPOINT_URL``, the
 standard ``AWS_*`` credentials, which botocore reads itself) and pass them
@@ -7,7 +7,12 @@ here; the core never reads the environment.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
+
+from .errors import OutputError
 
 
 def storage_options_for(*, endpoint_url: str | None = None, region: str | None = None) -> dict[str, Any]:
@@ -22,3 +27,50 @@ def storage_options_for(*, endpoint_url: str | None = None, region: str | None =
     if region:
         client["region_name"] = region
     return {"client_kwargs": client} if client else {}
+
+
+def check_local_folder(path: str | Path, *, what: str) -> Path:
+    """Fail now, not after the work, if ``path`` cannot be a folder this process writes in.
+
+    The folder (and any missing parents) is created, a hidden probe file written and removed,
+    and the folders made for the check removed again, so the check leaves nothing behind. It
+    tries rather than reads permission bits, so it also sees read-only file systems, paths
+    under a file and ``/proc``, as root too.
+
+    Raises
+    ------
+    OutputError
+        ``path`` is a file, or a folder cannot be made or written there; the message names
+        ``what`` (e.g. "report folder") and the reason.
+    """
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"the {what} {p} is a file, not a folder")
+    created: list[Path] = []
+    try:
+        for q in reversed([q for q in (p, *p.parents) if not q.exists()]):
+            q.mkdir()
+            created.append(q)
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".audioclf-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write the {what} {p}: {exc.strerror or exc}") from None
+    finally:
+        for q in reversed(created):
+            try:
+                q.rmdir()
+            except OSError:
+                pass
+    return p
+
+
+def check_local_file(path: str | Path, *, what: str) -> Path:
+    """Fail now if the file ``path`` could not be written later (see :func:`check_local_folder`)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise OutputError(f"the {what} {p} is a folder, not a file")
+    check_local_folder(p.parent, what=f"folder of the {what}")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise OutputError(f"cannot write the {what} {p}: permission denied")
+    return p

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -35,10 +36,11 @@ import soxr
 from scipy import signal
 
 from .audio_io import AUDIO_EXTENSIONS, mix_to_mono, open_audio
-from .bundle import LITERT_FILE, MODEL_FILE, Bundle, Manifest, load_bundle, refuse_existing, write_manifest
+from .bundle import LITERT_FILE, MODEL_FILE, Bundle, Manifest, check_new_bundle, load_bundle, write_manifest
 from .errors import AudioClfError, BundleError, ParameterError
 from .features import FeatureExtractor
 from .params import POOLINGS, FeatureParams, Pooling, SilenceParams
+from .storage import check_local_folder
 
 SPLITS = ("train", "val", "test")
 # The names :func:`audioclf_core.architectures.build_model` knows (that module imports Keras,
@@ -307,7 +309,7 @@ def load_table(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
         table, base = data.copy(), Path.cwd()
     else:
-        where = Path(str(data)).expanduser()
+        where = Path(str(data)).expanduser().absolute()
         if where.is_dir() and (where / "manifest.csv").is_file():
             where = where / "manifest.csv"
         if where.is_file():
@@ -448,6 +450,26 @@ def load_clips(paths: Sequence[str], *, sr: int, log: Log | None = None) -> tupl
         if log and (i + 1) % 2000 == 0:
             log(f"decoded {i + 1}/{len(paths)} clips ({time.monotonic() - t0:.0f} s)")
     return clips, errors
+
+
+def decoded(clips: Sequence[np.ndarray | None], errors: Sequence[str], *, data, log: Log | None = None) -> np.ndarray:
+    """Which of :func:`load_clips`' clips hold audio; says how many do not, with a reason.
+
+    Raises
+    ------
+    ParameterError
+        Not one clip of ``data`` decoded to any audio.
+    """
+    ok = np.array([c is not None and c.size > 0 for c in clips], dtype=bool)
+    if ok.all():
+        return ok
+    first = errors[0] if errors else "decoded to no audio"
+    if not ok.any():
+        where = "the table" if isinstance(data, pd.DataFrame) else data
+        raise ParameterError(f"none of the {len(ok)} clips of {where} could be decoded; the first: {first}")
+    if log:
+        log(f"{int((~ok).sum())} clips did not decode and are left out; the first: {first}")
+    return ok
 
 
 # --------------------------------------------------------------------------------------
@@ -1057,6 +1079,25 @@ def _clean_copy(model):
     return clean
 
 
+def _data_name(data) -> str:
+    """A bundle name for labels of the user's own: the data folder's name (or the CSV's stem)."""
+    if isinstance(data, pd.DataFrame):
+        return "custom"
+    p = Path(str(data)).expanduser().absolute()
+    stem = p.stem if p.suffix.lower() == ".csv" else p.name
+    return re.sub(r"[^0-9A-Za-z._-]+", "-", stem).strip("-.") or "custom"
+
+
+def _check_arch_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Refuse architecture settings no network can be built with (before any data is read)."""
+    if "width" in kwargs and not (isinstance(kwargs["width"], (int, np.integer)) and kwargs["width"] >= 2):
+        raise ParameterError(f"width={kwargs['width']} must be a whole number of at least 2")
+    if "dropout" in kwargs and not 0.0 <= float(kwargs["dropout"]) < 1.0:
+        raise ParameterError(f"dropout={kwargs['dropout']} must be at least 0 and below 1")
+    if "l2" in kwargs and not float(kwargs["l2"]) >= 0.0:
+        raise ParameterError(f"l2={kwargs['l2']} must be 0 or more")
+
+
 def _next_version(version: str) -> str:
     parts = version.split(".")
     if len(parts) >= 2 and all(p.isdigit() for p in parts[:2]):
@@ -1156,7 +1197,10 @@ def train(
         The feature contract (rate, windows, features, silence), cropping and augmentation;
         ``smn`` (the default) or ``digits``. With ``from_bundle`` the parent's contract is
         kept whatever the preset, and cropping and augmentation are the parent's own
-        (:func:`fine_tune_preset`) unless a preset is named.
+        (:func:`fine_tune_preset`) unless a preset is named. Without a parent the labels
+        are those of the preset's labels the data has (in the preset's order), or the
+        data's own; the bundle is named after the preset only when it has all its labels,
+        else after the data folder, unless ``name`` is given.
     from_bundle : str or Path, optional
         Fine-tune this bundle. Its contract and network are kept (``arch_kwargs`` must be
         empty; the parent's are recorded), the result is a new version in ``out``, and the
@@ -1188,13 +1232,22 @@ def train(
     from .evaluation import evaluate_clips, write_report
 
     say = log or (lambda _msg: None)
-    out = Path(out).expanduser()
-    refuse_existing(out, hint=" (choose a new --out)")
-    for k, v in (("epochs", epochs), ("batch_size", batch_size), ("real_repeat", real_repeat)):
+    for k, v in (("epochs", epochs), ("batch_size", batch_size), ("real_repeat", real_repeat),
+                 ("max_windows_per_epoch", max_windows_per_epoch)):
         if int(v) < 1:
             raise ParameterError(f"{k}={v} must be at least 1")
     if search < 0:
         raise ParameterError(f"search={search} must be 0 or more")
+    if patience < 0:
+        raise ParameterError(f"patience={patience} must be 0 or more")
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ParameterError(f"learning_rate={learning_rate} must be a positive number")
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise ParameterError(f"time_budget_s={time_budget_s} must be positive (or None: no budget)")
+    _check_arch_kwargs(arch_kwargs or {})
+    out = check_new_bundle(out, version=version, hint=" (choose a new --out)")
+    if report is not None:
+        check_local_folder(report, what="report folder")
     parent: Bundle | None = None
     if from_bundle is not None:
         parent = load_bundle(from_bundle)
@@ -1219,9 +1272,12 @@ def train(
 
     table = load_table(data)
     found = sorted(table["label"].unique())
-    labels = tuple(task.labels) if set(found) <= set(task.labels) and task.labels else tuple(found)
-    if parent is not None and set(found) - set(parent.labels):
-        labels = tuple(found)  # new labels: a new output layer
+    if parent is not None:
+        # The parent's labels, unless the data brings new ones: then a new output layer.
+        labels = tuple(found) if set(found) - set(parent.labels) else tuple(task.labels)
+    else:
+        # The preset's order for the preset's labels the data has; a model learns no label without clips.
+        labels = tuple(lab for lab in task.labels if lab in found) if set(found) <= set(task.labels) else tuple(found)
     if len(labels) < 2:
         raise ParameterError(f"the data has one label only ({found}); a classifier needs at least two")
     split = group_split(table, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed,
@@ -1232,9 +1288,7 @@ def train(
     sr = task.sample_rate
     t_load = time.monotonic()
     clips, errors = load_clips(table["path"].tolist(), sr=sr, log=say)
-    ok = np.array([c is not None and c.size > 0 for c in clips])
-    if not ok.all():
-        say(f"{int((~ok).sum())} clips did not decode and are left out")
+    ok = decoded(clips, errors, data=data, log=say)
     table = table[ok].reset_index(drop=True)
     split = split[ok].reset_index(drop=True)
     clips = [c for c, k in zip(clips, ok) if k]
@@ -1369,7 +1423,7 @@ def train(
 
     bundle = save_bundle(
         model, out,
-        name=name or (parent.name if parent else task.name),
+        name=name or (parent.name if parent else task.name if labels == tuple(task.labels) else _data_name(data)),
         version=version or (_next_version(parent.version) if parent else "1.0.0"),
         description=description if description is not None else (parent.manifest.description if parent else task.description),
         trained=True, labels=labels, sample_rate=sr, window_s=task.window_s, hop_s=task.hop_s,
@@ -1401,8 +1455,9 @@ def repool(
     src = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     if pooling not in POOLINGS:
         raise ParameterError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
-    out = Path(out)
-    refuse_existing(out)
+    out = check_new_bundle(out, version=version)
+    if report is not None:
+        check_local_folder(report, what="report folder")
     fields = src.manifest.model_dump(mode="json")
     provenance = {**fields["provenance"], "repooled_from": {"version": src.version, "pooling": src.pooling,
                                                             "sha256": src.sha256}}
@@ -1527,8 +1582,9 @@ def ensemble(
     compared without looking at the held-out figure. Never overwrites a bundle.
     """
     members = _members(bundles, what="an ensemble")
-    out = Path(out)
-    refuse_existing(out)
+    out = check_new_bundle(out, version=version)
+    if report is not None:
+        check_local_folder(report, what="report folder")
     first = members[0]
     keras = _keras()
     window = keras.Input(shape=first.input_shape, name="window")
@@ -1579,15 +1635,17 @@ def soup(
     if len(parents) > 1 or not parent["sha256"]:
         raise ParameterError("a soup averages fine-tunes of one parent bundle; these record "
                              + ("no parent" if not parent["sha256"] else "different parents")
-                             + ": networks trained from different starting points do not average (use an ensemble)")
+                             + ": networks trained from different starting points do not average (use an ensemble: "
+                             "`audioclf models join --mean probabilities`)")
     trainings = [b.manifest.provenance.get("training", {}) for b in members]
     for b, t in zip(members, trainings):
         if (b.manifest.architecture, t.get("arch_kwargs")) != (first.manifest.architecture, trainings[0].get("arch_kwargs")):
             raise ParameterError(f"{b.path} is a {b.manifest.architecture} {t.get('arch_kwargs')}, "
                                  f"{first.path} a {first.manifest.architecture} {trainings[0].get('arch_kwargs')}: "
                                  "a soup averages one architecture")
-    out = Path(out)
-    refuse_existing(out)
+    out = check_new_bundle(out, version=version)
+    if report is not None:
+        check_local_folder(report, what="report folder")
     weights = [b.model.get_weights() for b in members]
     model = _keras().models.clone_model(first.model)
     model.set_weights([np.mean(ws, axis=0, dtype=np.float64).astype(ws[0].dtype) for ws in zip(*weights)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -226,3 +227,56 @@ def test_bad_requests_are_one_line_errors(clips, tmp_path):
     line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--augment", "pitch=1.5"))
     assert "pitch takes LOW,HIGH" in line
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_outputs_and_options_are_refused_before_any_training(clips, tmp_path):
+    (tmp_path / "afile").write_text("")
+    b = str(tmp_path / "b")
+    for args, message in [
+        (("--out", str(tmp_path / "afile")), "the bundle folder .*afile is a file, not a folder"),
+        (("--out", str(tmp_path / "afile" / "b")), "cannot write the bundle folder .*afile/b"),
+        (("--out", b, "--report", str(tmp_path / "afile")), "the report folder .*afile is a file"),
+        (("--out", b, "--width", "-3"), "width=-3 must be a whole number of at least 2"),
+        (("--out", b, "--dropout", "2"), "dropout=2.0 must be at least 0 and below 1"),
+        (("--out", b, "--learning-rate", "-1"), "learning_rate=-1.0 must be a positive number"),
+        (("--out", b, "--time-budget-min", "-1"), "--time-budget-min -1.0: must be a positive number of minutes"),
+        (("--out", b, "--version", "notaversion"), "'notaversion' is not a version"),
+    ]:
+        line = one_line_error(run("train", str(clips), *args, "--epochs", "1"))
+        assert re.search(message, line), line
+        assert "decoded" not in line
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_report_it_cannot_write_and_data_that_does_not_decode(trained, clips, tmp_path):
+    out, _, _ = trained
+    (tmp_path / "afile").write_text("")
+    line = one_line_error(run("evaluate", str(out), str(clips), "--report", str(tmp_path / "afile")))
+    assert "the report folder" in line and "is a file, not a folder" in line
+    bad = tmp_path / "bad"
+    for label in ("speech", "music"):
+        (bad / label).mkdir(parents=True)
+    (bad / "speech" / "a.wav").write_text("not audio")
+    (bad / "music" / "b.wav").write_bytes(b"")
+    line = one_line_error(run("evaluate", str(out), str(bad), "--report", str(tmp_path / "r")))
+    assert "none of the 2 clips" in line and "could be decoded" in line
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_a_relative_data_folder_evaluates_as_an_absolute_one(trained, clips, tmp_path):
+    out, _, _ = trained
+    data = tmp_path / "data"
+    shutil.copytree(clips, data, ignore=shutil.ignore_patterns("manifest.csv"))
+    reports = {}
+    for name, arg, cwd in (("relative", "data", tmp_path), ("absolute", str(data), None)):
+        proc = subprocess.run([AUDIOCLF, "evaluate", str(out), arg, "--report", str(tmp_path / name)], cwd=cwd,
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert proc.returncode == 0 and "did not decode" not in proc.stderr, proc.stderr
+        reports[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    n = sum(1 for p in data.rglob("*.wav"))
+    assert sum(reports["relative"]["as-is"]["per_class"][k]["support"] for k in ("speech", "music", "noise")) == n
+    assert reports["relative"]["as-is"]["confusion"] == reports["absolute"]["as-is"]["confusion"]

@@ -15,7 +15,7 @@ import soundfile as sf
 from scipy import signal
 
 from audioclf_core.bundle import MANIFEST, MODEL_FILE, file_sha256, load_bundle
-from audioclf_core.errors import BundleError, ParameterError
+from audioclf_core.errors import BundleError, OutputError, ParameterError
 from audioclf_core.evaluation import (
     Evaluation, accuracy_intervals, confusion_matrix, evaluate_bundle, group_bootstrap_interval, roc_auc_ovr,
     wilson_interval, write_report,
@@ -29,9 +29,11 @@ from audioclf_core.training import (
     augment,
     band_limit,
     change_speed,
+    decoded,
     ensemble,
     group_split,
     hold_sound,
+    load_clips,
     load_table,
     mask_window,
     mix_noise,
@@ -435,6 +437,27 @@ def test_tables_from_folders_and_csv(tmp_path):
         load_table(tmp_path / "nowhere")
 
 
+def test_a_relative_data_folder_names_its_clips_once(tmp_path, monkeypatch):
+    (tmp_path / "data" / "speech").mkdir(parents=True)
+    shutil.copy(DATA / "speech_en_transfer.wav", tmp_path / "data" / "speech")
+    monkeypatch.chdir(tmp_path)
+    t = load_table("data")
+    assert t.path.tolist() == [str(tmp_path / "data" / "speech" / "speech_en_transfer.wav")]
+    assert Path(t.path[0]).is_file()
+
+
+def test_clips_that_do_not_decode_are_named_and_none_at_all_is_an_error(tmp_path):
+    good, bad = DATA / "speech_en_transfer.wav", tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    said = []
+    clips, errors = load_clips([str(good), str(bad)], sr=SR)
+    assert decoded(clips, errors, data="two clips", log=said.append).tolist() == [True, False]
+    assert len(said) == 1 and said[0].startswith("1 clips did not decode") and "bad.wav" in said[0]
+    clips, errors = load_clips([str(bad)], sr=SR)
+    with pytest.raises(ParameterError, match="none of the 1 clips of one clip could be decoded.*bad.wav"):
+        decoded(clips, errors, data="one clip")
+
+
 # -- augmentation and windows ----------------------------------------------------------
 def test_augmentations_do_what_they_say():
     rng = np.random.default_rng(0)
@@ -832,4 +855,35 @@ def test_bad_arguments_are_refused_before_any_work(dataset, tmp_path):
         train(dataset, out=tmp_path / "x", freeze_features=True)
     with pytest.raises(ParameterError, match="epochs=0"):
         train(dataset, out=tmp_path / "x", epochs=0)
+    bad = [
+        (dict(arch_kwargs={"width": -3}), "width=-3"), (dict(arch_kwargs={"dropout": 2.0}), "dropout=2.0"),
+        (dict(max_windows_per_epoch=0), "max_windows_per_epoch=0"), (dict(learning_rate=-1.0), "learning_rate=-1.0"),
+        (dict(learning_rate=float("nan")), "learning_rate=nan"), (dict(patience=-1), "patience=-1"),
+        (dict(time_budget_s=0.0), "time_budget_s=0.0"), (dict(version="notaversion"), "'notaversion' is not a version"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ParameterError, match=message):
+            train(dataset, out=tmp_path / "x", **kwargs)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(OutputError, match="bundle folder .*afile is a file"):
+        train(dataset, out=tmp_path / "afile")
+    with pytest.raises(OutputError, match="cannot write the bundle folder .*afile/b"):
+        train(dataset, out=tmp_path / "afile" / "b")
+    with pytest.raises(OutputError, match="report folder .*afile is a file"):
+        train(dataset, out=tmp_path / "x", report=tmp_path / "afile")
     assert not (tmp_path / "x").exists()
+
+
+def test_data_with_some_of_the_presets_labels_trains_those_under_its_own_name(tmp_path):
+    data = tmp_path / "hold-or-talk"
+    for label, names in {"speech": ["speech_en_transfer.wav", "speech_en_digits_1.wav", "speech_en_queue-thereare.wav"],
+                         "music": ["music_reno_project-system.wav", "music_macroform-the_simplicity.wav"]}.items():
+        (data / label).mkdir(parents=True)
+        for n in names:
+            shutil.copy(DATA / n, data / label)
+    result = train(data, out=tmp_path / "b", arch="cnn", preset="smn", arch_kwargs={"width": 4}, epochs=1,
+                   batch_size=8, max_windows_per_epoch=16, test_groups=[str(data / "speech" / "speech_en_digits_1.wav"),
+                   str(data / "music" / "music_macroform-the_simplicity.wav")], val_fraction=0.0, verbose=0, workers=1)
+    b = load_bundle(tmp_path / "b")
+    assert b.labels == ("speech", "music") and b.name == "hold-or-talk"
+    assert result.model.output_shape[-1] == 2

@@ -1,0 +1,56 @@
+"""Checks of local output paths: they try, so they see what permission bits do not say."""
+
+from __future__ import annotations
+
+import pytest
+
+from audioclf_core.bundle import check_new_bundle
+from audioclf_core.errors import BundleError, OutputError, ParameterError
+from audioclf_core.storage import check_local_file, check_local_folder
+
+
+def test_a_folder_that_can_be_made_passes_and_the_check_leaves_nothing(tmp_path):
+    target = tmp_path / "a" / "b" / "report"
+    assert check_local_folder(target, what="report folder") == target
+    assert list(tmp_path.iterdir()) == []  # the folders made for the check are gone again
+    (tmp_path / "kept").mkdir()
+    check_local_folder(tmp_path / "kept", what="report folder")
+    assert list((tmp_path / "kept").iterdir()) == []  # no probe file left
+
+
+def test_a_file_where_a_folder_should_be_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="the report folder .*f is a file, not a folder"):
+        check_local_folder(tmp_path / "f", what="report folder")
+    with pytest.raises(OutputError, match="cannot write the report folder .*f/sub"):
+        check_local_folder(tmp_path / "f" / "sub", what="report folder")
+    with pytest.raises(OutputError, match="cannot write the report folder /proc/nowhere"):
+        check_local_folder("/proc/nowhere", what="report folder")
+
+
+def test_a_file_target_needs_a_writable_folder_and_must_not_be_a_folder(tmp_path):
+    assert check_local_file(tmp_path / "new" / "s.json", what="summary file") == tmp_path / "new" / "s.json"
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(OutputError, match="the summary file .* is a folder, not a file"):
+        check_local_file(tmp_path, what="summary file")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="the folder of the summary file .*f is a file"):
+        check_local_file(tmp_path / "f" / "s.json", what="summary file")
+
+
+@pytest.mark.parametrize("version", ["1.4.0", "2", "1.5.0-rc1", "1.0.0+local.3"])
+def test_versions_start_with_a_number(tmp_path, version):
+    assert check_new_bundle(tmp_path / "b", version=version) == tmp_path / "b"
+
+
+@pytest.mark.parametrize("version", ["notaversion", "", "v1.0", "1.0 beta", "1/2"])
+def test_other_versions_are_refused(tmp_path, version):
+    with pytest.raises(ParameterError, match="is not a version"):
+        check_new_bundle(tmp_path / "b", version=version)
+
+
+def test_a_new_bundle_never_replaces_one(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text("{}")
+    with pytest.raises(BundleError, match="already holds a bundle"):
+        check_new_bundle(tmp_path / "b", version="1.0.0")
