@@ -13,6 +13,8 @@ from typing import Any, Mapping, Sequence
 from rich.console import Console
 from rich.table import Table
 
+from audioclf_core.errors import ParameterError
+
 
 def prefect_defaults() -> None:
     """Settings that make a local run work out of the box (the user's own win)."""
@@ -29,9 +31,15 @@ def run_flow(
 ):
     """Run ``classify-archive`` (one source) or ``backfill`` (several) and return its summary."""
     prefect_defaults()
-    from flows.archive import ArchiveOptions, backfill, classify_archive
+    from pydantic import ValidationError
 
-    opts = ArchiveOptions(**{k: v for k, v in options.items() if v is not None})
+    from flows.archive import ArchiveOptions, backfill, classify_archive, preflight
+
+    try:
+        opts = ArchiveOptions(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        raise ParameterError(options_error(exc)) from None
+    preflight(list(sources), out, model=model, options=opts)  # a mistake costs no flow run
     if len(sources) == 1:
         summary = classify_archive(sources[0], out, model=model, options=opts)
     else:
@@ -39,6 +47,23 @@ def run_flow(
     if console is not None:
         _print(console, summary)
     return summary
+
+
+def options_error(exc) -> str:
+    """A pydantic ``ValidationError`` of the run's options as the options the user typed.
+
+    >>> from flows.archive import ArchiveOptions
+    >>> try:
+    ...     ArchiveOptions(workers=0)
+    ... except Exception as exc:
+    ...     print(options_error(exc))
+    --workers 0: Input should be greater than or equal to 1
+    """
+    parts = []
+    for e in exc.errors():
+        option = "--" + str(e["loc"][0]).replace("_", "-") if e.get("loc") else "options"
+        parts.append(f"{option} {e['input']!r}: {e['msg']}" if "input" in e else f"{option}: {e['msg']}")
+    return "; ".join(parts)
 
 
 def _print(console: Console, s) -> None:

@@ -33,3 +33,10 @@ class BundleError(AudioClfError):
 
 class OutputError(AudioClfError):
     """Results cannot be written where they were asked to go."""
+
+
+class OutputConflictError(OutputError):
+    """The output location holds results that these cannot join (another model's labels).
+
+    Unlike other output errors, trying again cannot help: orchestrators do not retry it.
+    """

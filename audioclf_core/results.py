@@ -61,7 +61,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import AudioClfError, OutputError, ParameterError
+from .errors import AudioClfError, OutputConflictError, OutputError, ParameterError
 from .params import ChannelMode
 
 __all__ = [
@@ -455,12 +455,7 @@ class ResultStore:
         part = part or _default_part(uris)
 
         with self._guard("write results to"):
-            existing = self._labels()
-            if existing is not None and existing != list(labels):
-                raise OutputError(
-                    f"{self.out} has results for labels {existing}; this model has {list(labels)}: "
-                    "write to another output"
-                )
+            self._refuse_other_labels(labels)
             # Segments first: a recordings row is the mark that its segments are complete.
             self._put(self._part_path(SEGMENTS, part), _parquet_bytes(seg_table))
             self._put(self._part_path(RECORDINGS, part), _parquet_bytes(rec_table))
@@ -476,18 +471,15 @@ class ResultStore:
 
         Raises
         ------
+        OutputConflictError
+            ``OUT`` holds results for other labels.
         OutputError
-            Other labels in ``OUT``, or ``OUT`` not writable (missing bucket,
-            a path under a file, no permission).
+            ``OUT`` not writable (missing bucket, a path under a file, no
+            permission, the store down).
         """
         labels = _check_labels(labels)
         with self._guard("write results to"):
-            existing = self._labels()
-            if existing is not None and existing != list(labels):
-                raise OutputError(
-                    f"{self.out} has results for labels {existing}; this model has {list(labels)}: "
-                    "write to another output"
-                )
+            self._refuse_other_labels(labels)
             probe = posixpath.join(self._root, f".audioclf-probe-{uuid.uuid4().hex}")
             if self._local:
                 os.makedirs(self._root, exist_ok=True)
@@ -596,6 +588,13 @@ class ResultStore:
         """
         return self._read(RECORDINGS, ["recording"])
 
+    def check_labels(self, labels: Sequence[str]) -> None:
+        """Raise :class:`OutputConflictError` if ``OUT`` holds results for other labels
+        (reads one part's footer; writes nothing)."""
+        labels = _check_labels(labels)
+        with self._guard("read results from"):
+            self._refuse_other_labels(labels)
+
     def labels(self) -> list[str] | None:
         """The label list of the results already in ``OUT``.
 
@@ -610,6 +609,13 @@ class ResultStore:
             return self._labels()
 
     # -- internals --------------------------------------------------------
+
+    def _refuse_other_labels(self, labels: tuple[str, ...]) -> None:
+        existing = self._labels()
+        if existing is not None and existing != list(labels):
+            raise OutputConflictError(
+                f"{self.out} has results for labels {existing}; this model has {list(labels)}: write to another output"
+            )
 
     @contextmanager
     def _guard(self, action: str) -> Iterator[None]:

@@ -15,6 +15,8 @@ import time
 from datetime import date, datetime, timedelta
 from typing import Literal
 
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -22,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from audioclf_core.bundle import DEFAULT_MODEL
 from audioclf_core.errors import ParameterError
-from audioclf_core.pipeline import Tally
+from audioclf_core.pipeline import Classifier, Tally
+from audioclf_core.results import ResultStore
 from tasks.classify import (
     BatchSummary,
     ClassifySpec,
@@ -34,6 +37,7 @@ from tasks.classify import (
     list_source,
     part_name,
 )
+from tasks.settings import storage_options
 
 
 class ArchiveOptions(BaseModel):
@@ -167,14 +171,50 @@ def _task_runner(options: ArchiveOptions):
     )
 
 
+def check_request(sources: list[str], *, model: str | None, options: ArchiveOptions) -> tuple[ClassifySpec, Classifier]:
+    """What a run checks before it lists anything: the model loads with these parameters,
+    and every local source exists (object-store sources are listed by a retried task).
+
+    Raises
+    ------
+    AudioClfError
+        ``ParameterError`` (bad parameters, a missing local source) or ``BundleError``.
+    """
+    model = model or os.environ.get("AUDIOCLF_MODEL") or DEFAULT_MODEL
+    spec = ClassifySpec(model=model, channels=options.channels, silence=options.silence, endpoint_url=options.endpoint_url,
+                        engine=options.engine)
+    clf = classifier_for(spec)
+    for src in sources:
+        try:
+            fs, root = url_to_fs(src, **storage_options(options.endpoint_url))
+        except (ValueError, ImportError) as exc:
+            raise ParameterError(f"cannot list {src}: {exc}") from None
+        if isinstance(fs, LocalFileSystem) and not fs.exists(root):
+            raise ParameterError(f"cannot list {src}: no such folder or file")
+    return spec, clf
+
+
+def preflight(sources: list[str], out: str, *, model: str | None, options: ArchiveOptions) -> None:
+    """What ``audioclf run`` checks before it starts a flow run, so a mistake costs none.
+
+    :func:`check_request`, and that ``out`` takes this model's results: no other labels
+    there, and a file can be written. The flow itself leaves the output to its tasks, which
+    retry a store's brief outage and refuse other labels at once (``find-done``).
+
+    Raises
+    ------
+    AudioClfError
+        As :func:`check_request`, or ``OutputError``.
+    """
+    _, clf = check_request(sources, model=model, options=options)
+    ResultStore(out, storage_options=storage_options(options.endpoint_url)).check_writable(clf.bundle.labels)
+
+
 def run_archive(sources: list[str], out: str, *, model: str | None, options: ArchiveOptions) -> RunSummary:
     """The body shared by the flows (call it inside a flow run)."""
     log = get_run_logger()
     start = time.perf_counter()
-    model = model or os.environ.get("AUDIOCLF_MODEL") or DEFAULT_MODEL
-    spec = ClassifySpec(model=model, channels=options.channels, silence=options.silence, endpoint_url=options.endpoint_url,
-                        engine=options.engine)
-    clf = classifier_for(spec)  # validates the bundle and parameters before any work
+    spec, clf = check_request(sources, model=model, options=options)
     summary = RunSummary(sources=sources, out=out, model=f"{clf.bundle.name} {clf.bundle.version}")
 
     listings = [

@@ -18,15 +18,27 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from audioclf_core.audio_io import AUDIO_EXTENSIONS, list_recordings
 from audioclf_core.bundle import load_bundle
-from audioclf_core.errors import SourceUnavailableError
+from audioclf_core.errors import OutputConflictError, ParameterError, SourceUnavailableError
 from audioclf_core.pipeline import Classifier, Tally
 from audioclf_core.results import ResultStore
 
 from .settings import storage_options
 
+# Errors that another try cannot mend: a bad request, or an output that holds another model's
+# labels. A bundle or output error may be the store's brief outage: those are tried again.
+PERMANENT = (ParameterError, OutputConflictError)
+
+
+def retry_unless_permanent(task, task_run, state) -> bool:
+    """Prefect's ``retry_condition_fn``: retry storage trouble, not a request that is wrong."""
+    exc = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return not isinstance(exc, PERMANENT)
+
+
 # I/O tasks retry with exponential backoff (2, 4, 8 s, with jitter): long
 # enough for a store's brief outage, short enough to fail a run clearly.
-IO_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
+IO_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
+                  retry_condition_fn=retry_unless_permanent)
 
 
 class ClassifySpec(BaseModel):
@@ -111,9 +123,13 @@ def list_source(
 
 @task(name="find-done", cache_policy=NO_CACHE, **IO_RETRIES)
 def find_done(out: str, spec: ClassifySpec, *, retry_errors: bool = False) -> set[tuple[str, int | None, str | None]]:
-    """Keys of recordings already classified in ``out`` with this model and these parameters."""
+    """Keys of recordings already classified in ``out`` with this model and these parameters.
+
+    Raises :class:`OutputConflictError` (not retried) if ``out`` holds another model's labels.
+    """
     clf = classifier_for(spec)
     store = ResultStore(out, storage_options=storage_options(spec.endpoint_url))
+    store.check_labels(clf.bundle.labels)
     recs = store.read_recordings()
     if recs.empty or "params_sha256" not in recs:
         return set()

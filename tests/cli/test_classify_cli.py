@@ -133,12 +133,26 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
         (["classify", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),
         (["models", "show", "nope"], "no model bundle 'nope'"),
         (["models", "list", "no/such/folder"], "no/such/folder: no such folder"),
+        # audioclf run checks the same before it starts a flow run (no retries, no Prefect logs)
+        (["run", "no/such/folder", "--out", "{tmp}"], "cannot list no/such/folder: no such folder or file"),
+        (["run", "samples/", "--out", "{tmp}", "--workers", "0"], "--workers 0: Input should be greater than or equal to 1"),
+        (["run", "samples/", "--out", "{tmp}", "--channels", "left"], "--channels 'left': Input should be 'mix' or 'split'"),
+        (["run", "samples/", "--out", "{tmp}", "--model", "no-such-model"], "no model bundle 'no-such-model'"),
+        (["run", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),
     ],
 )
 def test_errors_are_one_readable_line(tmp_path, args, needle):
     proc = run(*[a.replace("{tmp}", str(tmp_path / "o")) for a in args], cwd=ROOT)
     line = one_line_error(proc)
     assert needle in line
+
+
+def test_run_refuses_an_output_that_holds_other_labels_before_any_flow_run(tmp_path):
+    out = tmp_path / "o"
+    assert run("classify", str(SAMPLES / "call-001.wav"), "--out", str(out), "-q").returncode == 0
+    line = one_line_error(run("run", str(SAMPLES), "--out", str(out), "--model", "digits"))
+    assert "has results for labels ['speech', 'music', 'noise']" in line and "flow run" not in line
+    assert len(pd.read_parquet(out / "recordings")) == 1  # nothing classified into it
 
 
 def test_models_list_and_show():

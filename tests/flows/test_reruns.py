@@ -16,7 +16,7 @@ from audioclf_core.bundle import load_bundle
 from audioclf_core.results import ResultStore
 from flows.archive import ArchiveOptions, classify_archive
 
-from .conftest import BAD_FILES, ROOT, copy_samples, run, sample_of
+from .conftest import BAD_FILES, ROOT, copy_samples, run, sample_of, task_runs_under
 
 pytestmark = pytest.mark.slow
 
@@ -163,3 +163,16 @@ def test_a_killed_run_is_completed_by_the_next_without_duplicates(tmp_path, pref
     # What the killed run finished was kept as it was, not made again.
     kept = recs.set_index("recording").loc[done.recording, "processed_at"]
     assert (kept.to_numpy() == done.processed_at.to_numpy()).all()
+
+
+def test_a_model_with_other_labels_is_refused_at_once_and_the_results_stay(baseline, results):
+    src, _, ref_recs, _ = baseline
+    state, _ = run(classify_archive, str(src), results, model="digits")
+    assert state.is_failed()
+    assert "has results for labels ['speech', 'music', 'noise']" in state.message, state.message
+    done = task_runs_under(state.state_details.flow_run_id, expect=1, name_prefix="find-done")
+    assert [t.run_count for t in done] == [1]  # not tried again: another try cannot mend it
+    assert not task_runs_under(state.state_details.flow_run_id, expect=0, name_prefix="classify-")
+    recs = ResultStore(results).read_recordings()
+    pd.testing.assert_frame_equal(recs.sort_values("recording").reset_index(drop=True),
+                                  ref_recs.sort_values("recording").reset_index(drop=True))
