@@ -33,7 +33,8 @@ from urllib.parse import quote
 import numpy as np
 
 from audioclf_core.bundle import DEFAULT_MODEL, Bundle, load_bundle
-from audioclf_core.errors import AudioClfError, ParameterError
+from audioclf_core.errors import AudioClfError, OutputError, ParameterError
+from audioclf_core.storage import check_local_file
 
 from .outputs import JsonlSink, LiveView, ParquetSink, event_record, iso, percentile_ms
 from .processing import LiveProcessor, SegmentEvent
@@ -248,6 +249,8 @@ def run_live(
     sink = session = None
     try:
         # Outputs are checked before the model loads (its first export takes a while).
+        if summary_json is not None:
+            check_local_file(summary_json, what="summary file")
         parquet = None
         if out is not None:
             parquet = ParquetSink(out, bundle=bundle, silence=params, part="", every_s=flush_s,
@@ -271,7 +274,12 @@ def run_live(
         if replay is not None:
             source.close()
     if summary_json is not None:
-        Path(summary_json).write_text(json.dumps(summary.as_dict(), indent=1) + "\n", encoding="utf-8")
+        path = Path(summary_json).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(summary.as_dict(), indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"cannot write the summary file {path}: {exc.strerror or exc}") from None
     return summary
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .helpers import SAMPLES, one_error_line, run_cli
@@ -54,3 +56,21 @@ def test_bad_options_are_one_line(env, tmp_path, args, expect):
     assert done.returncode == 1
     assert expect in one_error_line(done.stderr)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize("where, expect", [("folder", "is a folder, not a file"), ("under-a-file", "is a file, not a folder")])
+def test_a_summary_file_that_cannot_be_written_is_refused_before_the_session(env, tmp_path, where, expect):
+    (tmp_path / "afile").write_text("")
+    target = tmp_path if where == "folder" else tmp_path / "afile" / "s.json"
+    done = run_cli(["run", "--replay", str(SAMPLES / "call-001.wav"), "--fast", "--jsonl", str(tmp_path / "x.jsonl"),
+                    "--summary-json", str(target)], env=env)
+    assert done.returncode == 1
+    assert expect in one_error_line(done.stderr)
+    assert not (tmp_path / "x.jsonl").exists()  # refused before any event
+
+
+def test_the_summary_file_gets_the_folders_it_needs(env, tmp_path):
+    target = tmp_path / "runs" / "today" / "summary.json"
+    done = run_cli(["run", "--replay", str(SAMPLES / "call-001.wav"), "--fast", "-q", "--summary-json", str(target)], env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(target.read_text())["segments"] > 0
