@@ -26,7 +26,8 @@ def find_bundles(folders: Sequence[str | Path]) -> list[Path]:
     found: list[Path] = []
     for folder in map(Path, folders):
         if not folder.is_dir():
-            raise ParameterError(f"{folder}: no such folder to look for bundles in")
+            raise ParameterError(f"{folder} is a file; give folders to look for bundles in" if folder.exists()
+                                 else f"{folder}: no such folder to look for bundles in")
         for pattern in (MANIFEST, f"*/{MANIFEST}", f"*/*/{MANIFEST}"):
             found += sorted(m.parent for m in folder.glob(pattern))
     return list(dict.fromkeys(found))
@@ -62,7 +63,9 @@ def list_models(*, console: Console, folders: Sequence[str | Path] = (), warn: C
             b = load_bundle(ref, verify=False)
         except AudioClfError as exc:
             if warn is not None:
-                warn.print(f"warning: skipped {where}: {str(exc).splitlines()[0]}", soft_wrap=True)
+                reason = str(exc).splitlines()[0]
+                reason = reason.removeprefix(f"{where}: ")  # load_bundle's message may start with the path
+                warn.print(f"warning: skipped {where}: {reason}", soft_wrap=True)
             continue
         m = b.manifest
         table.add_row(m.name, m.version, _labels_cell(m.labels),

@@ -240,6 +240,7 @@ def _fetch(ref: str, storage_options: Mapping | None) -> Path:
     """Copy a remote bundle (folder or archive) to a local cache."""
     import fsspec
 
+    target: Path | None = None
     try:
         fs, path = fsspec.core.url_to_fs(ref, **dict(storage_options or {}))
         target = Path(tempfile.mkdtemp(prefix="audioclf-bundle-"))
@@ -249,10 +250,12 @@ def _fetch(ref: str, storage_options: Mapping | None) -> Path:
         local = target / Path(path).name
         fs.get(path, str(local))
         return local
-    except FileNotFoundError:
-        raise BundleError(f"no model bundle at {ref}") from None
-    except OSError as exc:
-        raise BundleError(f"cannot fetch model bundle {ref}: {exc}") from None
+    except Exception as exc:  # unknown protocol, missing driver, bad URL, storage errors: all one line
+        if target is not None:
+            shutil.rmtree(target, ignore_errors=True)
+        if isinstance(exc, FileNotFoundError):
+            raise BundleError(f"no model bundle at {ref}") from None
+        raise BundleError(f"cannot fetch model bundle {ref}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def load_bundle(ref: str | Path, *, storage_options: Mapping | None = None, verify: bool = True) -> Bundle:
@@ -267,6 +270,8 @@ def load_bundle(ref: str | Path, *, storage_options: Mapping | None = None, veri
         Check the weights against the manifest's SHA-256.
     """
     where = str(ref)
+    if isinstance(ref, str) and not ref.strip():
+        raise BundleError("no model bundle named: give a shipped bundle's name, a bundle folder or archive, or a URL")
     if isinstance(ref, str) and (SHIPPED_DIR / ref / MANIFEST).is_file():
         folder = SHIPPED_DIR / ref
     elif isinstance(ref, str) and "://" in ref and not ref.startswith("file://"):

@@ -133,6 +133,9 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
         (["classify", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),
         (["models", "show", "nope"], "no model bundle 'nope'"),
         (["models", "list", "no/such/folder"], "no/such/folder: no such folder"),
+        (["models", "list", "samples/call-001.wav"], "samples/call-001.wav is a file; give folders"),
+        (["models", "show", ""], "no model bundle named"),
+        (["models", "show", "foo://x.zip"], "cannot fetch model bundle foo://x.zip: Protocol not known: foo"),
         # audioclf run checks the same before it starts a flow run (no retries, no Prefect logs)
         (["run", "no/such/folder", "--out", "{tmp}"], "cannot list no/such/folder: no such folder or file"),
         (["run", "samples/", "--out", "{tmp}", "--workers", "0"], "--workers 0: Input should be greater than or equal to 1"),

@@ -132,3 +132,17 @@ def test_residual_bundle_round_trips_without_custom_objects(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
     with pytest.raises(BundleError, match="never overwritten"):
         save_bundle(model, tmp_path / "resnet", **fields)
+
+
+@pytest.mark.parametrize("ref, reason", [
+    ("foo://x.zip", "Protocol not known: foo"),
+    ("memory://no/such/bundle.zip", "no model bundle at memory://no/such/bundle.zip"),
+])
+def test_a_url_that_cannot_be_fetched_is_one_bundle_error_and_leaves_no_temporary_folder(tmp_path, monkeypatch, ref, reason):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(BundleError) as info:
+        load_bundle(ref)
+    assert reason in str(info.value) and "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
