@@ -47,7 +47,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from report import RESULTS_MD, Run, Table, busy_warning, command_line, load_average, machine_table, write_results
+from report import RESULTS_MD, Run, Table, busy_warning, command_line, load_average, machine_table, writable_file, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
@@ -807,7 +807,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=20240611, help="seed for choosing recordings and gains")
     p.add_argument("--repeat", type=int, default=3,
                    help="runs per timing; the shortest is reported, which filters out other load (default 3)")
-    p.add_argument("--results", type=Path, default=RESULTS_MD,
+    p.add_argument("--results", type=writable_file, default=RESULTS_MD,
                    help="Markdown file whose 'classify' section is rewritten (default benchmarks/RESULTS.md)")
     # Internal: the steady-state measurement runs this script again in a fresh process.
     p.add_argument("--steady-worker", nargs=2, metavar=("FILE", "OUT"), help=argparse.SUPPRESS)

@@ -36,7 +36,7 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
-from report import RESULTS_MD, Run, Table, busy_warning, command_line, write_results
+from report import RESULTS_MD, Run, Table, busy_warning, command_line, writable_file, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -125,9 +125,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="length of each recording (the sample calls repeated); 0: copies of the samples (30-45 s)")
     ap.add_argument("--model", default="speech-music-noise", help="bundle for every run (default speech-music-noise)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/audioclf-bench-flow"))
-    ap.add_argument("--results", type=Path, default=RESULTS_MD,
+    ap.add_argument("--results", type=writable_file, default=RESULTS_MD,
                     help="Markdown file whose 'orchestration' section is rewritten (default benchmarks/RESULTS.md)")
     args = ap.parse_args(argv)
+    if args.recordings < 1:
+        ap.error(f"--recordings {args.recordings}: must be at least 1")
+    if args.minutes < 0:
+        ap.error(f"--minutes {args.minutes}: must be 0 (copies of the samples) or more")
     run = Run(command_line("bench_flow.py", sys.argv[1:] if argv is None else argv))
     started = time.perf_counter()
     if warning := busy_warning():

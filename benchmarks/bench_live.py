@@ -53,7 +53,7 @@ import soxr
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from report import RESULTS_MD, Run, Table, command_line, write_results  # noqa: E402
+from report import RESULTS_MD, Run, Table, command_line, writable_file, write_results  # noqa: E402
 from tests.live.pulse import PulseServer, available  # noqa: E402
 
 SAMPLES = REPO / "samples"
@@ -222,8 +222,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--engine", default="auto", choices=["auto", "litert", "keras"], help="the sidecar's inference engine")
     p.add_argument("--blocksize", type=int, default=None, help="the sidecar's block size in frames (default: 20 ms)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "audioclf-bench-live")
-    p.add_argument("--results", type=Path, default=RESULTS_MD)
+    p.add_argument("--results", type=writable_file, default=RESULTS_MD)
     a = p.parse_args(argv)
+    if not a.minutes > 0:
+        p.error(f"--minutes {a.minutes}: must be positive")
+    if a.blocksize is not None and a.blocksize < 1:
+        p.error(f"--blocksize {a.blocksize}: must be at least 1 frame")
     run = Run(command_line("bench_live.py", sys.argv[1:] if argv is None else argv))
     started = time.perf_counter()
     why = available()

@@ -40,7 +40,7 @@ import numpy as np
 import soundfile as sf
 
 from bench_classify import SAMPLES, ChildRun, audioclf_cli, ensure_call_audio, load_sources, run_child, write_call_audio
-from report import RESULTS_MD, Run, Table, busy_warning, command_line, load_average, machine_table, rt, write_results
+from report import RESULTS_MD, Run, Table, busy_warning, command_line, load_average, machine_table, rt, writable_file, write_results
 
 SHORT_FORMATS = {
     "8k-pcm": (8000, 1, "WAV", "PCM_16", "8k.wav"),
@@ -98,7 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "audioclf-bench",
                    help="cache for generated audio, shared with bench_classify.py (default /tmp/audioclf-bench)")
     p.add_argument("--seed", type=int, default=20240611, help="seed of the stitching (bench_classify.py's default)")
-    p.add_argument("--results", type=Path, default=RESULTS_MD,
+    p.add_argument("--results", type=writable_file, default=RESULTS_MD,
                    help="Markdown file whose 'memory' section is rewritten (default benchmarks/RESULTS.md)")
     args = p.parse_args(argv)
     if args.long_hours <= 0 or args.short_files < 1:

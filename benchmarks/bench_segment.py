@@ -38,7 +38,7 @@ import numpy as np
 import soundfile as sf
 
 from bench_classify import SAMPLES, best_time, ensure_call_audio, load_sources, match_segments
-from report import RESULTS_MD, Run, Table, busy_warning, command_line, load_average, machine_table, rt, write_results
+from report import RESULTS_MD, Run, Table, busy_warning, command_line, load_average, machine_table, rt, writable_file, write_results
 
 TARGET_SPEEDUP = 300.0
 
@@ -133,7 +133,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="cache for the generated audio, shared with bench_classify.py (default /tmp/audioclf-bench)")
     p.add_argument("--seed", type=int, default=20240611, help="seed of the stitching (bench_classify.py's default)")
     p.add_argument("--repeat", type=int, default=3, help="runs of audioclf's splitter; the fastest is reported")
-    p.add_argument("--results", type=Path, default=RESULTS_MD,
+    p.add_argument("--results", type=writable_file, default=RESULTS_MD,
                    help="Markdown file whose 'segmentation' section is rewritten (default benchmarks/RESULTS.md)")
     args = p.parse_args(argv)
     if args.hours <= 0 or args.repeat < 1:

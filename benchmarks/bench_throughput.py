@@ -48,7 +48,7 @@ import soundfile as sf
 from bench_classify import (SAMPLES, ChildRun, audioclf_cli, best_of, load_sources, run_child, stage_breakdown,
                             write_call_audio)
 from report import (RESULTS_MD, Run, Table, busy_warning, command_line, fmt, load_average, machine_table, rt,
-                    write_results)
+                    writable_file, write_results)
 
 HERE = Path(__file__).resolve().parent
 # Archive formats, in the order files take them: key -> (rate, channels, container, subtype, suffix).
@@ -347,7 +347,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="archive cache and outputs (default /tmp/audioclf-bench-throughput)")
     p.add_argument("--repeat", type=int, default=3, help="runs of classify and the flow; the fastest is reported")
     p.add_argument("--seed", type=int, default=20261123)
-    p.add_argument("--results", type=Path, default=RESULTS_MD,
+    p.add_argument("--results", type=writable_file, default=RESULTS_MD,
                    help="Markdown file whose 'throughput' section is rewritten (default benchmarks/RESULTS.md)")
     args = p.parse_args(argv)
     if args.hours <= 0 or args.repeat < 1:

@@ -60,6 +60,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+from report import writable_file
+
+from audioclf_core.errors import AudioClfError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm", ".gsm"}
 STAGES = ("decode", "resample", "segment", "features", "inference", "write")
@@ -243,13 +246,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
     p.add_argument("--model", default="speech-music-noise", help="shipped bundle name or bundle path")
-    p.add_argument("--out", type=Path, required=True, help="CSV file for the rows")
-    p.add_argument("--timings-json", type=Path, help="also write counts and seconds per stage here")
+    p.add_argument("--out", type=writable_file, required=True, help="CSV file for the rows")
+    p.add_argument("--timings-json", type=writable_file, help="also write counts and seconds per stage here")
     p.add_argument("--check-split", action="store_true",
                    help="check every file's chunks against split_on_silence's (for checking, not timing)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    res = run_recipe(list_inputs(args.inputs), model=args.model, out_csv=args.out, check_split=args.check_split)
+    try:
+        res = run_recipe(list_inputs(args.inputs), model=args.model, out_csv=args.out, check_split=args.check_split)
+    except AudioClfError as exc:  # a bad --model: one line, as audioclf prints it
+        p.exit(1, f"error: {exc}\n")
     summary = res.summary() | {"total_s": time.perf_counter() - t0}
     if args.timings_json:
         args.timings_json.write_text(json.dumps(summary, indent=1), encoding="utf-8")

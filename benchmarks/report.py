@@ -216,6 +216,20 @@ def update_section(name: str, title: str, body: str, *, path: Path = RESULTS_MD)
     os.replace(tmp, path)
 
 
+def writable_file(text: str) -> Path:
+    """An argparse ``type`` for output files (``--results``, ``--out``): refused at parse time,
+    in one line, if the file could not be written, not after the benchmark has run."""
+    import argparse
+
+    from audioclf_core.errors import OutputError
+    from audioclf_core.storage import check_local_file
+
+    try:
+        return check_local_file(text, what="output file")
+    except OutputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def write_results(name: str, title: str, tables: Sequence[Table], *, run: Run, took_s: float,
                   path: Path = RESULTS_MD, intro: str = "") -> None:
     """Write a benchmark's tables as its section, and refresh the machine section."""

@@ -61,6 +61,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from audioclf_core.errors import OutputError
+from audioclf_core.storage import check_local_folder
+
 DEFAULT_ROOT = Path("~/.cache/audioclf/corpus").expanduser()
 FRAME_S = 0.010
 PEAK = 0.89  # -1 dBFS: PCM16 never clips
@@ -884,7 +887,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=["smn", "digits", "smn-check"], required=True)
     ap.add_argument("--out", type=Path, help="output folder (default ~/.cache/audioclf/corpus/<task>)")
-    ap.add_argument("--rate", type=int, default=8000, help="sample rate of the written clips (8000 or 16000)")
+    ap.add_argument("--rate", type=int, default=8000, choices=(8000, 16000), help="sample rate of the written clips")
     ap.add_argument("--clip-s", type=float, default=5.0, help="longest clip; longer files are cut into pieces")
     ap.add_argument("--cap-min", type=float, nargs=3, default=(15.0, 20.0, 15.0), metavar=("SPEECH", "MUSIC", "NOISE"),
                     help="smn: most minutes one group may contribute, per label")
@@ -898,10 +901,19 @@ def main() -> None:
     ap.add_argument("--no-install", action="store_true", help="never call apt-get; fail if a package is missing")
     ap.add_argument("--force", action="store_true", help="replace an existing corpus in --out")
     args = ap.parse_args()
+    for name, value, least in (("--clip-s", args.clip_s, 0.5), ("--jobs", args.jobs, 1), ("--seed", args.seed, 0),
+                               ("--synthetic-noise-min", args.synthetic_noise_min, 0), ("--renditions", args.renditions, 0),
+                               ("--renditions-heldout", args.renditions_heldout, 0), ("--cap-min", min(args.cap_min), 0.1)):
+        if not value >= least:
+            ap.error(f"{name} {value}: must be at least {least}")
     out = (args.out or DEFAULT_ROOT / args.task).expanduser().resolve()
     repo = Path(__file__).resolve().parents[1]
     if out == repo or repo in out.parents:
         sys.exit(f"--out {out} is inside the repository; keep audio outside it")
+    try:
+        check_local_folder(out, what="corpus folder")
+    except OutputError as exc:
+        sys.exit(f"error: {exc}")
     if (out / "manifest.csv").exists():
         if not args.force:
             sys.exit(f"{out} already holds a corpus; pass --force to rebuild it")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 import keras
 
 from audioclf_core.architectures import build_model
-from audioclf_core.bundle import save_bundle
+from audioclf_core.bundle import MANIFEST, check_new_bundle, load_bundle, save_bundle
+from audioclf_core.errors import AudioClfError
 from audioclf_core.features import FeatureExtractor
 from audioclf_core.params import FeatureParams, SilenceParams
 
@@ -30,15 +32,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "audioclf_core/bundles/placeholder")
     ap.add_argument("--force", action="store_true", help="replace an existing placeholder")
     args = ap.parse_args()
-    if args.force:
-        shutil.rmtree(args.out, ignore_errors=True)
+    out = args.out.expanduser()
+    if args.force and (out / MANIFEST).is_file():
+        if load_bundle(out, verify=False).name != "placeholder":
+            sys.exit(f"error: {out} holds another bundle; --force replaces only a placeholder")
+        shutil.rmtree(out)
+    try:
+        check_new_bundle(out, version="0.0.0", hint=" (pass --force to replace a placeholder)")
+    except AudioClfError as exc:
+        sys.exit(f"error: {exc}")
     keras.utils.set_random_seed(0)
     fx = FeatureExtractor(FEATURES, sr=SAMPLE_RATE)
     shape = (fx.n_frames(int(WINDOW_S * SAMPLE_RATE)), fx.n_features)
     model = build_model("cnn", shape, 3, width=8)
     bundle = save_bundle(
         model,
-        args.out,
+        out,
         name="placeholder",
         version="0.0.0",
         description="UNTRAINED placeholder: random weights; its labels mean nothing. Replace with a trained bundle.",

@@ -39,6 +39,9 @@ import soundfile as sf
 import soxr
 from scipy import signal
 
+from audioclf_core.errors import OutputError
+from audioclf_core.storage import check_local_folder
+
 # --------------------------------------------------------------------------------------
 # Debian install locations and package facts (checked on Debian 12).
 # --------------------------------------------------------------------------------------
@@ -937,6 +940,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-install", action="store_true", help="never run apt-get; fail if sources are missing")
     ap.add_argument("--no-verify", action="store_true", help="skip re-reading and checking the demo recordings")
     args = ap.parse_args(argv)
+    if args.seed < 0:
+        ap.error(f"--seed {args.seed}: must be 0 or more")
+    try:
+        check_local_folder(args.fixtures if args.fixtures is not None else args.out,
+                           what="fixtures folder" if args.fixtures is not None else "samples folder")
+    except OutputError as exc:
+        ap.exit(1, f"error: {exc}\n")
 
     if args.fixtures is not None:
         ensure_packages([PKG_EN, PKG_MOH], not args.no_install)
