@@ -38,6 +38,7 @@ from fsspec.core import split_protocol, url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from .errors import DecodeError, ParameterError, SourceUnavailableError
+from .storage import storage_errors
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -231,7 +232,7 @@ def expand_inputs(
             kind = fs.info(path).get("type")
         except FileNotFoundError:
             kind = None
-        except OSError as exc:
+        except storage_errors() as exc:
             warnings.append(f"cannot look at '{spec}': {_one_line(exc)}; kept, to be reported as an error")
             add(spec)
             continue
@@ -385,7 +386,7 @@ def list_recordings(
             raise FileNotFoundError(root)
     except FileNotFoundError:
         raise SourceUnavailableError(f"cannot list {source}: no such folder, prefix or bucket") from None
-    except OSError as exc:
+    except storage_errors() as exc:
         raise SourceUnavailableError(f"cannot list {source}: {_os_reason(exc)}") from exc
     found = []
     for path, info in entries.items():
@@ -458,7 +459,7 @@ def open_audio(uri: str, *, storage_options: Mapping[str, Any] | None = None) ->
     size, etag = _stat(uri, fs, path)
     try:
         fileobj = fs.open(path, "rb")
-    except OSError as exc:
+    except storage_errors() as exc:
         raise _open_error(uri, exc) from exc
 
     try:
@@ -488,7 +489,7 @@ def _stat(uri: str, fs: fsspec.AbstractFileSystem, path: str) -> tuple[int | Non
     """Size in bytes and etag, after refusing what cannot be a recording at all."""
     try:
         info = fs.info(path)
-    except OSError as exc:
+    except storage_errors() as exc:
         raise _open_error(uri, exc) from exc
     if info.get("type") == "directory":
         raise DecodeError(f"cannot open {uri}: is a directory, not a file")
@@ -589,7 +590,7 @@ def _copy_to_temp(uri: str, fileobj: _GuardedFile, path: str) -> str:
             fileobj.raw.seek(0)
             while chunk := fileobj.raw.read(_COPY_CHUNK_BYTES):
                 tmp.write(chunk)
-    except OSError as exc:
+    except storage_errors() as exc:
         _remove(tmp.name)
         raise SourceUnavailableError(
             f"cannot decode {uri}: read error while copying it for ffmpeg: {_one_line(exc)}"
@@ -1068,7 +1069,7 @@ def _looks_like_text(head: bytes) -> bool:
     return printable >= 0.95 * len(text)
 
 
-def _open_error(uri: str, exc: OSError) -> DecodeError:
+def _open_error(uri: str, exc: BaseException) -> DecodeError:
     """A missing, forbidden or directory path is the input's fault; anything
     else (connection reset, server error, time-out) is the storage's."""
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
@@ -1076,14 +1077,14 @@ def _open_error(uri: str, exc: OSError) -> DecodeError:
     return SourceUnavailableError(f"cannot open {uri}: {_os_reason(exc)}")
 
 
-def _os_reason(exc: OSError) -> str:
+def _os_reason(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError):
         return "no such file"
     if isinstance(exc, PermissionError):
         return "permission denied"
     if isinstance(exc, IsADirectoryError):
         return "is a directory, not a file"
-    return _one_line(exc.strerror or exc)
+    return _one_line(getattr(exc, "strerror", None) or exc)
 
 
 def _one_line(value: object, limit: int = 300) -> str:

@@ -63,6 +63,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from .errors import AudioClfError, OutputConflictError, OutputError, ParameterError
 from .params import ChannelMode
+from .storage import storage_errors
 
 __all__ = [
     "LABELS_METADATA_KEY",
@@ -623,7 +624,7 @@ class ResultStore:
             yield
         except AudioClfError:
             raise
-        except (OSError, pa.ArrowException, ImportError) as exc:
+        except (*storage_errors(), pa.ArrowException, ImportError) as exc:
             raise OutputError(f"cannot {action} {self.out}: {_one_line(exc)}") from exc
 
     def _dir(self, table: str) -> str:

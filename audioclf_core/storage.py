@@ -8,6 +8,7 @@ here; the core never reads the environment.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,16 @@ def storage_options_for(*, endpoint_url: str | None = None, region: str | None =
     if region:
         client["region_name"] = region
     return {"client_kwargs": client} if client else {}
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a storage call may raise: ``OSError``, and botocore's own errors once
+    botocore is loaded (s3fs turns server replies into ``OSError``, but not missing
+    credentials or an endpoint it cannot reach). Use it as ``except storage_errors() as exc``;
+    it never imports botocore itself.
+    """
+    boto = sys.modules.get("botocore.exceptions")
+    return (OSError, boto.BotoCoreError) if boto is not None else (OSError,)
 
 
 def check_local_folder(path: str | Path, *, what: str) -> Path:

@@ -172,3 +172,15 @@ def test_models_list_and_show():
         assert f"{100 * right / rec['segments']:.1f} % ({len(rec['per_group'])} groups)" in rows[name]
     proc = run("models", "show", "placeholder")
     assert proc.returncode == 0 and '"trained": false' in proc.stdout and "97 frames x 64 features" in proc.stdout
+
+
+def test_a_store_that_cannot_be_reached_is_one_line_or_an_error_row(tmp_path):
+    # botocore's own errors (no endpoint, no credentials) are not OSErrors: they must still read as one line.
+    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}
+    nowhere = ["--endpoint-url", "http://127.0.0.1:1"]
+    line = one_line_error(run("classify", str(SAMPLES / "call-001.wav"), "--out", "s3://calls/results", *nowhere, env=env))
+    assert line.startswith("error: cannot write results to s3://calls/results: Could not connect to the endpoint URL")
+    proc = run("classify", "s3://calls/a.wav", "--out", str(tmp_path / "o"), *nowhere, env=env)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+    row = pd.read_parquet(tmp_path / "o" / "recordings").iloc[0]
+    assert row.status == "error" and row.error.startswith("cannot open s3://calls/a.wav: Could not connect")
