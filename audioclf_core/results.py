@@ -468,7 +468,8 @@ class ResultStore:
         """Fail now, not after hours of work, if results cannot go to ``OUT``.
 
         Checks that ``OUT`` holds no results for other labels and that a file
-        can be created there (a hidden probe, removed at once).
+        can be created there (a hidden probe, removed at once), and, on a
+        local disk, in each table folder ``OUT`` already has: results go there.
 
         Raises
         ------
@@ -481,11 +482,14 @@ class ResultStore:
         labels = _check_labels(labels)
         with self._guard("write results to"):
             self._refuse_other_labels(labels)
-            probe = posixpath.join(self._root, f".audioclf-probe-{uuid.uuid4().hex}")
             if self._local:
                 os.makedirs(self._root, exist_ok=True)
-            self._put(probe, b"")
-            self._delete(probe)
+            tables = [self._dir(t) for t in (SEGMENTS, RECORDINGS)] if self._local else []
+            folders = [self._root, *(d for d in tables if os.path.isdir(d))]
+            for folder in folders:
+                probe = posixpath.join(folder, f".audioclf-probe-{uuid.uuid4().hex}")
+                self._put(probe, b"")
+                self._delete(probe)
 
     def replace_older(self) -> int:
         """Keep each recording's rows only in the newest part that holds it.

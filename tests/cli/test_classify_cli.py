@@ -184,3 +184,19 @@ def test_a_store_that_cannot_be_reached_is_one_line_or_an_error_row(tmp_path):
     assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
     row = pd.read_parquet(tmp_path / "o" / "recordings").iloc[0]
     assert row.status == "error" and row.error.startswith("cannot open s3://calls/a.wav: Could not connect")
+
+
+def test_a_table_folder_that_cannot_be_written_is_found_before_any_work(tmp_path):
+    out = tmp_path / "o"
+    (out / "segments").mkdir(parents=True)
+    (out / "segments").chmod(0o555)
+    as_user = []
+    if os.geteuid() == 0:  # root writes anywhere: drop the capabilities that let it
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv")
+        as_user = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    proc = subprocess.run([*as_user, AUDIOCLF, "classify", str(SAMPLES / "call-001.wav"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    line = one_line_error(proc)
+    assert f"cannot write results to {out}" in line and "Permission denied" in line and ".audioclf-probe" in line
+    assert "classified" not in proc.stdout + proc.stderr
