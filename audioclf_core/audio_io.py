@@ -339,6 +339,7 @@ def list_recordings(
     pattern: str | None = None,
     modified_since: datetime | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    missing_ok: bool = False,
 ) -> list[SourceFile]:
     """List the recordings below a folder or prefix, with sizes and etags.
 
@@ -353,6 +354,9 @@ def list_recordings(
         (``"*/calls-*.wav"``, ``"2026/11/*/*"``).
     modified_since : datetime, optional
         Keep files modified at or after this time (timezone-aware; naive means UTC).
+    missing_ok : bool
+        A ``source`` that does not exist has no recordings (a day's folder of a backfill),
+        instead of being an error.
 
     Returns
     -------
@@ -385,6 +389,8 @@ def list_recordings(
         else:
             raise FileNotFoundError(root)
     except FileNotFoundError:
+        if missing_ok:
+            return []
         raise SourceUnavailableError(f"cannot list {source}: no such folder, prefix or bucket") from None
     except storage_errors() as exc:
         raise SourceUnavailableError(f"cannot list {source}: {_os_reason(exc)}") from exc

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Collection, Literal
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
@@ -105,17 +105,19 @@ def backfill(
     """Classify several prefixes, or one prefix per day of a date range, in one run.
 
     ``source_template`` is formatted with each ``date`` from ``date_from`` to
-    ``date_to`` inclusive: ``"s3://calls/{date:%Y/%m/%d}/"``.
+    ``date_to`` inclusive: ``"s3://calls/{date:%Y/%m/%d}/"``. A day whose folder or
+    prefix does not exist has no recordings; an explicit source must exist.
     """
-    return run_archive(expand_sources(sources, source_template, date_from, date_to), out, model=model,
-                       options=options or ArchiveOptions())
+    explicit, days = expand_sources(sources, source_template, date_from, date_to)
+    return run_archive(list(dict.fromkeys(explicit + days)), out, model=model, options=options or ArchiveOptions(),
+                       optional_sources=set(days) - set(explicit))
 
 
 def expand_sources(
     sources: list[str] | None, template: str | None, date_from: date | None, date_to: date | None
-) -> list[str]:
-    """The explicit sources plus the template's prefix for each day of the range."""
-    out = list(sources or [])
+) -> tuple[list[str], list[str]]:
+    """The explicit sources, and the template's prefix for each day of the range."""
+    explicit, out = list(sources or []), []
     if template is not None:
         if date_from is None:
             raise ParameterError("source_template needs date_from (and optionally date_to)")
@@ -128,9 +130,9 @@ def expand_sources(
         while day <= last:
             out.append(template.format(date=day))
             day += timedelta(days=1)
-    if not out:
+    if not explicit and not out:
         raise ParameterError("nothing to backfill: give sources, or source_template with date_from")
-    return list(dict.fromkeys(out))
+    return explicit, out
 
 
 def batch_size(n: int, *, workers: int, most: int) -> int:
@@ -210,16 +212,19 @@ def preflight(sources: list[str], out: str, *, model: str | None, options: Archi
     ResultStore(out, storage_options=storage_options(options.endpoint_url)).check_writable(clf.bundle.labels)
 
 
-def run_archive(sources: list[str], out: str, *, model: str | None, options: ArchiveOptions) -> RunSummary:
-    """The body shared by the flows (call it inside a flow run)."""
+def run_archive(sources: list[str], out: str, *, model: str | None, options: ArchiveOptions,
+                optional_sources: Collection[str] = ()) -> RunSummary:
+    """The body shared by the flows (call it inside a flow run); ``optional_sources`` may
+    be missing (they then have no recordings)."""
     log = get_run_logger()
     start = time.perf_counter()
-    spec, clf = check_request(sources, model=model, options=options)
+    spec, clf = check_request([s for s in sources if s not in optional_sources], model=model, options=options)
     summary = RunSummary(sources=sources, out=out, model=f"{clf.bundle.name} {clf.bundle.version}")
 
     listings = [
         list_source.submit(src, extensions=options.extensions, pattern=options.pattern,
-                           modified_since=options.modified_since, endpoint_url=options.endpoint_url)
+                           modified_since=options.modified_since, endpoint_url=options.endpoint_url,
+                           missing_ok=src in optional_sources)
         for src in sources
     ]
     refs = list({r.uri: r for fut in listings for r in fut.result()}.values())

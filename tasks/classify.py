@@ -111,11 +111,13 @@ def list_source(
     pattern: str | None = None,
     modified_since: datetime | None = None,
     endpoint_url: str | None = None,
+    missing_ok: bool = False,
 ) -> list[RecordingRef]:
-    """List the recordings under one folder or prefix."""
+    """List the recordings under one folder or prefix (with ``missing_ok``, one that does
+    not exist has none: a backfill's day without recordings)."""
     files = list_recordings(
         source, extensions=extensions or sorted(AUDIO_EXTENSIONS), pattern=pattern, modified_since=modified_since,
-        storage_options=storage_options(endpoint_url),
+        storage_options=storage_options(endpoint_url), missing_ok=missing_ok,
     )
     get_run_logger().info("%d recordings under %s", len(files), source)
     return [RecordingRef(uri=f.uri, size=f.size, etag=f.etag) for f in files]

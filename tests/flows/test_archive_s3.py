@@ -10,7 +10,7 @@ import pytest
 from audioclf_core.bundle import DEFAULT_MODEL
 from flows.archive import ArchiveOptions, backfill, classify_archive
 
-from .conftest import BAD_FILES, SAMPLE_NAMES, SAMPLES, artifacts_of, run, table_rows
+from .conftest import BAD_FILES, SAMPLE_NAMES, SAMPLES, artifacts_of, copy_samples, run, table_rows
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +151,19 @@ def test_backfill_over_days_with_an_empty_one(s3, s3_server, s3_env, truth):
     assert (recs.status == "ok").all()
     assert recs.set_index("recording").n_segments.to_dict() == {u: truth[u.rsplit("/", 1)[1]] for u in expected}
     assert len(segs) == recs.n_segments.sum()
+
+
+def test_backfill_over_local_days_with_a_missing_folder(tmp_path, truth):
+    # On a local disk a day without calls may have no folder at all: it has no recordings.
+    for day in ("2026/11/20", "2026/11/22"):
+        copy_samples(tmp_path / "calls" / day, ["call-004-ulaw.wav"])
+    assert not (tmp_path / "calls" / "2026/11/21").exists()
+    state, summary = run(backfill, str(tmp_path / "results"), source_template=str(tmp_path / "calls") + "/{date:%Y/%m/%d}/",
+                         date_from=date(2026, 11, 20), date_to=date(2026, 11, 22))
+    assert state.is_completed(), state.message
+    assert (summary.listed, summary.processed, summary.failed) == (2, 2, 0)
+    assert len(summary.sources) == 3
+    # An explicit source must exist: a missing one is a mistake, refused before any listing.
+    state, _ = run(backfill, str(tmp_path / "results2"), sources=[str(tmp_path / "calls" / "2026/11/21")])
+    assert state.is_failed() and "no such folder or file" in state.message, state.message
+    assert not (tmp_path / "results2").exists()
