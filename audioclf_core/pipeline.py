@@ -392,7 +392,8 @@ class Classifier:
             yield from self._segments(uri, streams, counters, tail, flush=False)
         yield from self._segments(uri, streams, counters, None, flush=True)
         duration = n_frames / info.sample_rate
-        if duration * 1000 < max(self.silence.min_segment_ms, 1.0) and n_frames:
+        heard = any(s.segmenter.sound_frames for s in streams)  # a silent recording is ok, however short
+        if duration * 1000 < max(self.silence.min_segment_ms, 1.0) and n_frames and heard:
             raise DecodeError(
                 f"cannot classify {uri}: too short ({duration:.3f} s; a segment needs at least "
                 f"{self.silence.min_segment_ms:.0f} ms of sound)"

@@ -80,6 +80,7 @@ class StreamingSegmenter:
         self._open_cut = False  # it starts at a max-length cut (no left padding)
         self._total = 0  # samples pushed
         self._flushed = False
+        self.sound_frames = 0  # frames decided to be sound (kept or dropped as too short)
 
     # -- public -------------------------------------------------------------
     @property
@@ -149,6 +150,11 @@ class StreamingSegmenter:
 
     def _decide(self, *, final: bool) -> np.ndarray:
         k, n = self.k, self._n_frames
+        if final and 0 < n < k:
+            # The whole stream is shorter than one window: it is judged as one window, so
+            # a quiet recording shorter than min_silence_ms is silence, not a sound (pydub
+            # finds no silence in audio shorter than its window).
+            k = n
         last = n - 1 if final else n - k  # last frame whose status can be final
         if last < self._decided:
             return _EMPTY
@@ -172,6 +178,7 @@ class StreamingSegmenter:
         hi = np.minimum(rel_j, n_win - 1) + 1
         lo = np.clip(rel_j - k + 1, 0, None)
         silent = (cs_w[np.maximum(hi, lo)] - cs_w[lo]) > 0
+        self.sound_frames += int(silent.size - np.count_nonzero(silent))
         out = self._runs(j[0], silent, final=final)
         self._decided = last + 1
         self._trim()

@@ -146,6 +146,9 @@ def bad_inputs(tmp_path):
         str(tmp_path / "notes.txt"): ("error", "not an audio file"),
         _write(tmp_path / "silence.wav", np.zeros(8000 * 5, np.float32), 8000): ("ok", None),
         _write(tmp_path / "blip.wav", nan[:400] * 0 + 0.3, 8000): ("error", "too short"),
+        # Silence shorter than a segment, or than min_silence_ms: ok, no segments, all silence.
+        _write(tmp_path / "silent-50ms.wav", np.zeros(400, np.float32), 8000): ("ok", None),
+        _write(tmp_path / "silent-300ms.wav", np.zeros(2400, np.float32), 8000): ("ok", None),
         _write(tmp_path / "nan.wav", nan, 8000, subtype="FLOAT"): ("error", "NaN"),
         _write(tmp_path / "inf.wav", inf, 8000, subtype="FLOAT"): ("error", "inf"),
         str(tmp_path / "missing.wav"): ("error", "no such file"),
@@ -168,8 +171,9 @@ def test_bad_input_becomes_error_rows_and_the_batch_carries_on(clf, bad_inputs):
             assert reason.lower() in out.error.lower(), out.error
             assert out.recording.rsplit("/", 1)[-1] in out.error  # names the file
             assert out.n_segments == 0 and "\n" not in out.error
-    silent = next(o for o in outcomes if o.recording.endswith("silence.wav"))
-    assert silent.n_segments == 0 and silent.silence_s == pytest.approx(5.0)
+    for name, seconds in (("silence.wav", 5.0), ("silent-50ms.wav", 0.05), ("silent-300ms.wav", 0.3)):
+        silent = next(o for o in outcomes if o.recording.endswith(name))
+        assert silent.n_segments == 0 and silent.silence_s == pytest.approx(seconds)
 
 
 def test_tables_follow_the_result_contract(clf, bundle, bad_inputs):

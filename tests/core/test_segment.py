@@ -139,9 +139,25 @@ def test_silence_and_empty_input():
     sr = 16000
     assert split_nonsilent(np.zeros(sr * 3, np.float32), sr=sr).shape == (0, 2)
     assert split_nonsilent(np.zeros(0, np.float32), sr=sr).shape == (0, 2)
-    # Shorter than min_silence: nothing can be silent, pydub keeps it whole.
+    # A sound shorter than min_silence is one segment, whole (as pydub keeps it).
     y = _tone(np.random.default_rng(0), 0.3, sr, -20)
     assert split_nonsilent(y, sr=sr, params=SilenceParams(**EXACT)).tolist() == [[0, y.size]]
+
+
+@pytest.mark.parametrize("ms", [20, 150, 300, 490, 500, 800])
+def test_a_recording_shorter_than_min_silence_is_judged_whole(ms):
+    """pydub finds no silence in audio shorter than its window, so it would call a short quiet
+    recording one sound; here the whole recording is the window."""
+    sr, p = 8000, SilenceParams(min_silence_ms=500, threshold_dbfs=-50, min_segment_ms=10, keep_silence_ms=0)
+    n = sr * ms // 1000
+    quiet = np.full(n, 10 ** (-60 / 20), np.float32)  # -60 dBFS: under the threshold
+    assert split_nonsilent(quiet, sr=sr, params=p).tolist() == []
+    seg = StreamingSegmenter(sr=sr, params=p)
+    seg.push(quiet)
+    seg.flush()
+    assert seg.sound_frames == 0
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / sr)).astype(np.float32)
+    assert split_nonsilent(tone, sr=sr, params=p).tolist() == [[0, n]]
 
 
 def test_segmented_stream_returns_the_audio_and_stays_bounded():
