@@ -257,7 +257,7 @@ def expand_inputs(
             warnings.append(f"no recordings under '{spec}' (nothing is stored under that prefix)")
         else:
             warnings.append(f"'{spec}' does not exist; kept, to be reported as an error")
-            add(spec)
+            add(_to_uri(fs, protocol, path))  # as an existing file would be named: absolute, or a URL
     return uris, warnings
 
 

@@ -684,11 +684,15 @@ def test_expand_dedups_and_keeps_input_order(tree: Path, monkeypatch: pytest.Mon
     ]
 
 
-def test_expand_missing_path_is_kept(tree: Path) -> None:
+def test_expand_missing_path_is_kept(tree: Path, monkeypatch) -> None:
     missing = str(tree / "gone.wav")
     uris, warnings = expand_inputs([missing, str(tree / "a.wav")])
     assert uris == [missing, str(tree / "a.wav")]
     assert len(warnings) == 1 and f"'{missing}' does not exist" in warnings[0]
+    # Named as an existing file would be: absolute, so its rows match from any folder.
+    monkeypatch.chdir(tree)
+    uris, _ = expand_inputs(["gone.wav", "a.wav"])
+    assert uris == [missing, str(tree / "a.wav")]
 
 
 def test_expand_memory_folder(tmp_path: Path, memfs_root: str) -> None:
