@@ -61,20 +61,21 @@ def run_classify(
     params = bundle.manifest.silence.replace(**(silence or {}))
     if channels not in ("mix", "split"):
         raise ParameterError(f"--channels {channels!r}: use 'mix' or 'split'")
+    warn = (lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)) if console is not None else None
+    # Checks its own arguments (engine, batch size) and loads the model only when first used.
+    clf = Classifier(bundle, silence=params, channels=channels, batch_windows=batch_windows, storage_options=options,
+                     engine=engine, warn=warn)
     uris, warnings = expand_inputs(inputs, storage_options=options)
     if not uris:
         raise ParameterError("no recordings found in " + ", ".join(repr(i) for i in inputs))
     store = ResultStore(out, storage_options=options)
-    store.check_writable(bundle.labels)
+    store.check_writable(bundle.labels)  # the last check: it makes a local OUT
     summary = ClassifySummary(out=store.out, model=f"{bundle.name} {bundle.version}", warnings=list(warnings))
     if console is not None:
         for w in warnings:
             console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
         if not bundle.manifest.trained:
             console.print(f"[yellow]warning:[/] model {bundle.name!r} is untrained: its labels are placeholders")
-    warn = (lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)) if console is not None else None
-    clf = Classifier(bundle, silence=params, channels=channels, batch_windows=batch_windows, storage_options=options,
-                     engine=engine, warn=warn)
 
     progress = _progress(console)
     with progress:

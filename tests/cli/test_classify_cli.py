@@ -130,6 +130,8 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
         (["classify", "samples/", "--out", "{tmp}", "--model", "no-such-model"], "no model bundle 'no-such-model'"),
         (["classify", "samples/", "--out", "{tmp}", "--threshold-dbfs", "6"], "threshold_dbfs=6"),
         (["classify", "samples/", "--out", "{tmp}", "--channels", "left"], "--channels 'left'"),
+        (["classify", "samples/", "--out", "{tmp}", "--engine", "onnx"], "engine='onnx': use one of auto, litert, keras"),
+        (["classify", "samples/", "--out", "{tmp}", "--batch-windows", "0"], "batch_windows=0 must be at least 1"),
         (["classify", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),
         (["models", "show", "nope"], "no model bundle 'nope'"),
         (["models", "list", "no/such/folder"], "no/such/folder: no such folder"),
@@ -148,6 +150,7 @@ def test_errors_are_one_readable_line(tmp_path, args, needle):
     proc = run(*[a.replace("{tmp}", str(tmp_path / "o")) for a in args], cwd=ROOT)
     line = one_line_error(proc)
     assert needle in line
+    assert not (tmp_path / "o").exists()  # a refused request leaves nothing behind
 
 
 def test_run_refuses_an_output_that_holds_other_labels_before_any_flow_run(tmp_path):
