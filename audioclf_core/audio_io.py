@@ -55,7 +55,7 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
     {
         ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac",
         ".gsm", ".au", ".aiff", ".aif", ".aifc", ".caf", ".w64", ".wma", ".webm",
-        ".amr",
+        ".amr", ".mka", ".mkv",
     }
 )  # fmt: skip
 

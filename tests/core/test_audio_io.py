@@ -150,6 +150,11 @@ CASES = [
         _ffmpeg_case(".webm", "-c:a", "libopus"),
     ),
     (
+        # A Matroska file, as screen and call recorders write them: found in folders too.
+        Case("mkv-vorbis", 44100, 2, "ffmpeg:vorbis", None, frames_tol=1100, tools=FF),
+        _ffmpeg_case(".mkv", "-c:a", "libvorbis"),
+    ),
+    (
         Case("gsm-raw-ffmpeg", 8000, 1, "ffmpeg:gsm", None, rms_rtol=0.35, tools=FF),
         _ffmpeg_case(".gsm", "-c:a", "libgsm"),
     ),
@@ -729,7 +734,7 @@ def test_expand_parameter_errors(tree: Path) -> None:
 
 def test_audio_extensions() -> None:
     assert all(e.startswith(".") and e == e.lower() for e in AUDIO_EXTENSIONS)
-    assert {".wav", ".flac", ".mp3", ".m4a", ".gsm", ".opus", ".amr", ".wma", ".webm"} <= AUDIO_EXTENSIONS
+    assert {".wav", ".flac", ".mp3", ".m4a", ".gsm", ".opus", ".amr", ".wma", ".webm", ".mkv", ".mka"} <= AUDIO_EXTENSIONS
 
 
 def test_core_io_imports_no_orchestration_or_cli() -> None:
