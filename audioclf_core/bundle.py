@@ -255,7 +255,8 @@ def _fetch(ref: str, storage_options: Mapping | None) -> Path:
             shutil.rmtree(target, ignore_errors=True)
         if isinstance(exc, FileNotFoundError):
             raise BundleError(f"no model bundle at {ref}") from None
-        raise BundleError(f"cannot fetch model bundle {ref}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"cannot fetch model bundle {ref}: {reason}") from None
 
 
 def load_bundle(ref: str | Path, *, storage_options: Mapping | None = None, verify: bool = True) -> Bundle:

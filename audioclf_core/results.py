@@ -482,10 +482,10 @@ class ResultStore:
         labels = _check_labels(labels)
         with self._guard("write results to"):
             self._refuse_other_labels(labels)
+            folders = [self._root]
             if self._local:
                 os.makedirs(self._root, exist_ok=True)
-            tables = [self._dir(t) for t in (SEGMENTS, RECORDINGS)] if self._local else []
-            folders = [self._root, *(d for d in tables if os.path.isdir(d))]
+                folders += [d for d in map(self._dir, (SEGMENTS, RECORDINGS)) if os.path.isdir(d)]
             for folder in folders:
                 probe = posixpath.join(folder, f".audioclf-probe-{uuid.uuid4().hex}")
                 self._put(probe, b"")

@@ -186,9 +186,10 @@ def check_request(sources: list[str], *, model: str | None, options: ArchiveOpti
     spec = ClassifySpec(model=model, channels=options.channels, silence=options.silence, endpoint_url=options.endpoint_url,
                         engine=options.engine)
     clf = classifier_for(spec)
+    store_options = storage_options(options.endpoint_url)  # once: it may load a Secret block
     for src in sources:
         try:
-            fs, root = url_to_fs(src, **storage_options(options.endpoint_url))
+            fs, root = url_to_fs(src, **store_options)
         except (ValueError, ImportError) as exc:
             raise ParameterError(f"cannot list {src}: {exc}") from None
         if isinstance(fs, LocalFileSystem) and not fs.exists(root):
