@@ -482,12 +482,35 @@ def band_limit(y: np.ndarray, *, sr: int, low_hz: float, high_hz: float) -> np.n
     return signal.sosfilt(sos, y).astype(np.float32)
 
 
-def mu_law(y: np.ndarray, *, mu: int = 255) -> np.ndarray:
-    """Round trip through 8-bit mu-law (G.711): companding, quantisation, expansion."""
-    x = np.clip(y, -1.0, 1.0)
-    c = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
-    q = np.round((c + 1) * 127.5) / 127.5 - 1
-    return (np.sign(q) * np.expm1(np.abs(q) * np.log1p(mu)) / mu).astype(np.float32)
+# G.711 mu-law works on 14-bit samples; in 16-bit units a magnitude is clipped at 32635, biased by
+# 132 (33 in 14-bit units), and its highest set bit above bit 7 is the segment (0-7), its next four
+# bits the step within the segment. Decoding returns the middle of the step's interval, less the bias.
+G711_BIAS = 0x84
+G711_CLIP = 32635
+
+
+def mu_law_encode(y: np.ndarray) -> np.ndarray:
+    """G.711 mu-law codes (uint8, bits inverted as sent on the line) of float samples in [-1, 1]."""
+    x = np.clip(np.round(np.asarray(y, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int32)
+    x = (x >> 2) << 2  # the codec's input is 14-bit: the two low bits go first (towards minus infinity)
+    mag = np.minimum(np.abs(x), G711_CLIP) + G711_BIAS
+    segment = np.clip(np.frexp(mag)[1] - 8, 0, 7)  # frexp's exponent is the bit length
+    step = (mag >> (segment + 3)) & 0x0F
+    code = ((x < 0).astype(np.int32) << 7) | (segment << 4) | step
+    return (~code & 0xFF).astype(np.uint8)
+
+
+def mu_law_decode(code: np.ndarray) -> np.ndarray:
+    """Float samples of G.711 mu-law codes: 255 levels, silence stays 0, peak 32124/32768."""
+    c = ~np.asarray(code, dtype=np.int32) & 0xFF
+    segment, step = (c >> 4) & 0x07, c & 0x0F
+    mag = (((step << 3) + G711_BIAS) << segment) - G711_BIAS
+    return (np.where(c & 0x80, -mag, mag) / 32768.0).astype(np.float32)
+
+
+def mu_law(y: np.ndarray) -> np.ndarray:
+    """Round trip through the 8-bit G.711 mu-law codec of a telephone line."""
+    return mu_law_decode(mu_law_encode(y))
 
 
 def telephone(y: np.ndarray, *, sr: int) -> np.ndarray:

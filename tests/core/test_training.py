@@ -38,6 +38,8 @@ from audioclf_core.training import (
     mask_window,
     mix_noise,
     mu_law,
+    mu_law_decode,
+    mu_law_encode,
     repool,
     reverberate,
     rms,
@@ -456,6 +458,35 @@ def test_clips_that_do_not_decode_are_named_and_none_at_all_is_an_error(tmp_path
     clips, errors = load_clips([str(bad)], sr=SR)
     with pytest.raises(ParameterError, match="none of the 1 clips of one clip could be decoded.*bad.wav"):
         decoded(clips, errors, data="one clip")
+
+
+def ffmpeg_pipe(data: bytes, *args: str) -> bytes:
+    return subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *args], input=data, capture_output=True,
+                          check=True).stdout
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_mu_law_is_the_g711_codec_that_ffmpeg_implements():
+    # the decoder: every one of the 256 codes decodes as ffmpeg decodes it
+    codes = np.arange(256, dtype=np.uint8)
+    theirs = np.frombuffer(ffmpeg_pipe(codes.tobytes(), "-f", "mulaw", "-ar", "8000", "-ac", "1", "-i", "-",
+                                       "-f", "s16le", "-"), dtype="<i2")
+    ours = mu_law_decode(codes)
+    assert np.array_equal(np.round(ours * 32768).astype(np.int16), theirs)
+    assert np.unique(ours).size == 255 and ours.max() == pytest.approx(32124 / 32768)  # +0 and -0 are one level
+    # the encoder, on every 16-bit sample value: ffmpeg picks the nearest level, G.711 its decision
+    # table; the two differ only just under a segment's start, where the step doubles
+    pcm = np.arange(-32768, 32768, dtype=np.int16)
+    theirs = np.frombuffer(ffmpeg_pipe(pcm.astype("<i2").tobytes(), "-f", "s16le", "-ar", "8000", "-ac", "1", "-i", "-",
+                                       "-f", "mulaw", "-"), dtype=np.uint8)
+    ours = mu_law_encode(pcm / 32768.0)
+    differ = ours != theirs
+    assert 0 < differ.mean() < 0.01
+    segment = lambda c: (~c.astype(np.int32) >> 4) & 0x07  # noqa: E731
+    assert np.all(segment(ours[differ]) == segment(theirs[differ]) + 1)  # ffmpeg keeps the top of the segment below
+    assert np.all(np.abs(mu_law_decode(ours[differ])) > np.abs(mu_law_decode(theirs[differ])))
+    # silence stays silence (a mid-rise quantiser would turn it into a small DC offset)
+    assert not mu_law(np.zeros(100, np.float32)).any()
 
 
 # -- augmentation and windows ----------------------------------------------------------
