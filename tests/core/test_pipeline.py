@@ -84,6 +84,9 @@ def test_split_channels_follow_each_leg(bundle):
         got = [(s, e) for c, _, s, e, _ in out.segments if c == ch]
         _assert_segments_match(got, _truth(name, ch), pad=0.1)
         assert [i for c, i, *_ in out.segments if c == ch] == list(range(len(got)))
+    # silence is counted per leg: two channels of duration, less what the segments cover
+    covered = sum(e - s for _, _, s, e, _ in out.segments)
+    assert out.analysed_channels == 2 and out.silence_s == pytest.approx(2 * out.duration_s - covered)
 
 
 def test_the_same_audio_at_other_rates_and_formats_segments_the_same(clf, tmp_path):
@@ -171,9 +174,30 @@ def test_bad_input_becomes_error_rows_and_the_batch_carries_on(clf, bad_inputs):
             assert reason.lower() in out.error.lower(), out.error
             assert out.recording.rsplit("/", 1)[-1] in out.error  # names the file
             assert out.n_segments == 0 and "\n" not in out.error
+            assert not out.retryable  # the recording's fault: another try would fail the same way
     for name, seconds in (("silence.wav", 5.0), ("silent-50ms.wav", 0.05), ("silent-300ms.wav", 0.3)):
         silent = next(o for o in outcomes if o.recording.endswith(name))
         assert silent.n_segments == 0 and silent.silence_s == pytest.approx(seconds)
+
+
+def test_a_recording_that_fails_part_way_keeps_no_segments(bundle, tmp_path):
+    """Segments found before the failure must not reach the tables beside its error row."""
+    y, sr = sf.read(SAMPLES / "call-001.wav", dtype="float32")
+    y[-100] = np.nan
+    path = _write(tmp_path / "late-nan.wav", y, sr, subtype="FLOAT")
+    out = Classifier(bundle, block_s=1.0, batch_windows=100_000).classify_one(path)
+    assert out.status == "error" and "NaN" in out.error
+    assert out.n_segments == 0 and out.covered_s == 0
+    segments, recordings = Classifier(bundle).tables([out])
+    assert len(segments) == 0 and recordings.status.tolist() == ["error"]
+
+
+def test_an_unreachable_store_is_retryable_and_a_bad_file_is_not(bundle):
+    nowhere = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://127.0.0.1:1"},
+               "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}
+    out = Classifier(bundle, storage_options=nowhere).classify_one("s3://archive/call.wav")
+    assert out.status == "error" and out.retryable, out.error
+    assert "s3://archive/call.wav" in out.error and "\n" not in out.error
 
 
 def test_tables_follow_the_result_contract(clf, bundle, bad_inputs):
@@ -192,6 +216,14 @@ def test_tables_follow_the_result_contract(clf, bundle, bad_inputs):
     assert (recordings.params_sha256 == clf.params_sha256).all()
     assert Classifier(bundle, channels="split").params_sha256 != clf.params_sha256
     assert ((segments.confidence >= 1 / 3) & (segments.confidence <= 1)).all()
+    # each row's label, confidence and p_ columns are its segment's probabilities, in the bundle's order
+    P = segments[[f"p_{lab}" for lab in bundle.labels]].to_numpy()
+    np.testing.assert_allclose(P, np.stack([probs for *_, probs in outcomes[0].segments]), rtol=1e-6)
+    assert (segments.label.to_numpy() == np.array(bundle.labels)[P.argmax(axis=1)]).all()
+    np.testing.assert_allclose(segments.confidence, P.max(axis=1), rtol=1e-6)
+    seconds = segments.end_s - segments.start_s
+    for lab in bundle.labels:
+        assert ok[f"{lab}_s"] == pytest.approx(seconds[segments.label == lab].sum())
 
 
 def test_multichannel_mix_and_split(bundle, tmp_path):
@@ -253,6 +285,12 @@ def test_tallies_count_outcomes_and_add_up(clf, bundle, bad_inputs):
     assert whole.segments == outcomes[0].n_segments == sum(whole.label_segments.values())
     assert sum(whole.label_s.values()) == pytest.approx(outcomes[0].duration_s - outcomes[0].silence_s)
     assert [uri for uri, _ in whole.failures] == [o.recording for o in outcomes[1:]]
+    assert whole.audio_s == pytest.approx(outcomes[0].duration_s)  # whole recordings, silence included
+    winners = [bundle.labels[int(np.argmax(p))] for *_, p in outcomes[0].segments]
+    assert whole.label_segments == {lab: winners.count(lab) for lab in set(winners)}
+    for lab in set(winners):
+        assert whole.label_s[lab] == pytest.approx(sum(e - s for (_, _, s, e, _), w in zip(outcomes[0].segments, winners)
+                                                       if w == lab))
     merged = Tally()
     for h in halves:
         merged.merge(h)

@@ -114,6 +114,30 @@ def test_long_sound_reports_every_max_segment():
     assert lengths[:-1] == pytest.approx([3.1] + [3.0] * (len(lengths) - 2), abs=0.011)
 
 
+def test_padding_stops_at_the_recordings_edges():
+    sr = 8000
+    rng = np.random.default_rng(3)
+    # sound to the very end: no padding can follow it
+    y = np.concatenate([_quiet(rng, 1.0, sr), _tone(rng, 1.0, sr, -20)])
+    got = split_nonsilent(y, sr=sr, params=SilenceParams(keep_silence_ms=100, min_segment_ms=0))
+    assert got.tolist() == [[int(0.9 * sr), y.size]]
+    # and from the very start: none can precede it
+    got = split_nonsilent(y[::-1].copy(), sr=sr, params=SilenceParams(keep_silence_ms=100, min_segment_ms=0))
+    assert got.tolist() == [[0, int(1.1 * sr)]]
+
+
+def test_a_sound_exactly_max_segment_long_is_one_padded_segment():
+    sr = 8000
+    rng = np.random.default_rng(4)
+    y = np.concatenate([_quiet(rng, 1.0, sr), _tone(rng, 2.0, sr, -20), _quiet(rng, 1.0, sr)])
+    params = SilenceParams(max_segment_s=2.0, keep_silence_ms=100, min_segment_ms=0)
+    assert split_nonsilent(y, sr=sr, params=params).tolist() == [[int(0.9 * sr), int(3.1 * sr)]]
+    # one frame (10 ms) longer and it is cut once, where the sound goes on
+    y = np.concatenate([_quiet(rng, 1.0, sr), _tone(rng, 2.01, sr, -20), _quiet(rng, 1.0, sr)])
+    assert split_nonsilent(y, sr=sr, params=params).tolist() == [[int(0.9 * sr), 3 * sr],
+                                                                 [3 * sr, int(3.11 * sr)]]
+
+
 def test_padding_short_drops_and_bounds():
     sr = 8000
     rng = np.random.default_rng(0)
@@ -160,10 +184,11 @@ def test_a_recording_shorter_than_min_silence_is_judged_whole(ms):
     assert split_nonsilent(tone, sr=sr, params=p).tolist() == [[0, n]]
 
 
-def test_segmented_stream_returns_the_audio_and_stays_bounded():
+@pytest.mark.parametrize("keep_ms", [0, 100])  # with padding, each segment's audio starts before its sound
+def test_segmented_stream_returns_the_audio_and_stays_bounded(keep_ms):
     sr = 8000
     y, truth = _signal(5, sr, parts=12)
-    params = SilenceParams(keep_silence_ms=0, min_segment_ms=0, max_segment_s=5.0)
+    params = SilenceParams(keep_silence_ms=keep_ms, min_segment_ms=0, max_segment_s=5.0)
     stream = SegmentedStream(sr=sr, params=params)
     got, peak = [], 0
     for i in range(0, y.size, 800):
@@ -171,8 +196,9 @@ def test_segmented_stream_returns_the_audio_and_stays_bounded():
         peak = max(peak, stream.buffered_samples)
     got += stream.flush()
     assert [[a, b] for a, b, _ in got] == split_nonsilent(y, sr=sr, params=params).tolist()
+    assert len(got) >= 12
     for a, b, audio in got:
-        assert np.array_equal(audio, y[a:b])
+        assert b - a > 0 and np.array_equal(audio, y[a:b])
     # Never more than a max-length segment, its silence window and a block.
     assert peak <= (5.0 + 0.5 + 0.1) * sr + 800
 
