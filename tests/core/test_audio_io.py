@@ -770,3 +770,30 @@ def test_mix_to_mono_is_the_mean_of_the_channels(channels: int) -> None:
     np.testing.assert_allclose(y, want, rtol=0, atol=1e-6)
     if channels <= 2:  # one or two channels: exactly numpy's float32 mean
         np.testing.assert_array_equal(y, x.mean(axis=1, keepdims=True, dtype=np.float32))
+
+
+def test_list_recordings_filters_by_pattern_and_modification_time(tmp_path):
+    """``pattern`` matches the path under the source; ``modified_since`` keeps newer files only."""
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    from audioclf_core.audio_io import list_recordings
+
+    for rel in ("d1/calls-1.wav", "d1/x.wav", "d2/calls-2.WAV", "d2/notes.txt"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"RIFF")
+    names = lambda found: [f.uri.rsplit("/", 2)[-2] + "/" + f.uri.rsplit("/", 1)[-1] for f in found]  # noqa: E731
+    assert names(list_recordings(str(tmp_path))) == ["d1/calls-1.wav", "d1/x.wav", "d2/calls-2.WAV"]
+    assert names(list_recordings(str(tmp_path), pattern="*/calls-*")) == ["d1/calls-1.wav", "d2/calls-2.WAV"]
+    assert names(list_recordings(str(tmp_path), pattern="d1/*")) == ["d1/calls-1.wav", "d1/x.wav"]
+    # the folder above the source is not part of what the pattern sees
+    assert list_recordings(str(tmp_path), pattern=f"*{tmp_path.name}/d1/*") == []
+
+    past = time.time() - 2 * 3600
+    os.utime(tmp_path / "d1" / "x.wav", (past, past))
+    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    assert names(list_recordings(str(tmp_path), modified_since=since)) == ["d1/calls-1.wav", "d2/calls-2.WAV"]
+    # a naive time is UTC
+    assert len(list_recordings(str(tmp_path), modified_since=since.replace(tzinfo=None))) == 2
+    x = next(f for f in list_recordings(str(tmp_path)) if f.uri.endswith("x.wav"))
+    assert abs(x.modified.timestamp() - past) < 1

@@ -306,6 +306,17 @@ def test_replace_older_keeps_the_newest_part_of_concurrent_writers(loc):
     assert store.replace_older() == 0
 
 
+def test_a_parts_age_is_its_latest_row(loc):
+    """A part written over a long run holds rows of many times; what it last wrote counts."""
+    store = loc.store
+    early, late = batch(["a"], version="w1", processed_at=T0), batch(["b"], version="w1", processed_at=T0 + pd.Timedelta(minutes=10))
+    store.write(pd.concat([early[0], late[0]]), pd.concat([early[1], late[1]]), labels=LABELS, part="w1", replace=False)
+    store.write(*batch(["a"], version="w2", processed_at=T0 + pd.Timedelta(minutes=5)), labels=LABELS, part="w2",
+                replace=False)
+    store.replace_older()
+    assert store.read_recordings().set_index("recording")["model_version"].to_dict() == {"a": "w1", "b": "w1"}
+
+
 def test_replace_older_breaks_ties_by_part_name_and_deletes_emptied_parts(loc):
     store = loc.store
     store.write(*batch(["a"], version="x"), labels=LABELS, part="x", replace=False)
@@ -497,6 +508,44 @@ def test_a_write_failing_midway_leaves_no_temp_file_and_the_old_data(tmp_path, m
 
     assert local_files(out) == before
     assert store.read_recordings()["model_version"].tolist() == ["1", "1"]
+
+
+def test_a_write_failing_between_its_two_files_leaves_no_recordings_row(tmp_path, monkeypatch):
+    """Segments go first: a recordings row must never stand for segments that were not written."""
+    out = tmp_path / "out"
+    store = ResultStore(str(out))
+    real_replace, calls = os.replace, []
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    with pytest.raises(OutputError, match="No space left on device"):
+        store.write(*batch(["a"]), labels=LABELS, part="p")
+    monkeypatch.undo()
+    assert [os.path.basename(os.path.dirname(d)) for d in calls] == ["segments", "recordings"]
+    assert store.read_recordings().empty
+
+
+def test_a_file_being_written_is_hidden_from_readers(tmp_path, monkeypatch):
+    """Until it is complete, a part has a hidden name that dataset readers skip."""
+    out = tmp_path / "out"
+    store = ResultStore(str(out))
+    store.write(*batch(["a"]), labels=LABELS)
+    real_replace, seen = os.replace, []
+
+    def look_first(src, dst):
+        seen.append((os.path.basename(src), len(pd.read_parquet(out / "recordings"))))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", look_first)
+    store.write(*batch(["b"]), labels=LABELS)
+    monkeypatch.undo()
+    assert len(seen) == 2 and all(name.startswith(".") for name, _ in seen)
+    assert [rows for _, rows in seen] == [1, 1]
 
 
 def test_no_hidden_or_temporary_files_remain(tmp_path):

@@ -54,3 +54,21 @@ def test_a_new_bundle_never_replaces_one(tmp_path):
     (tmp_path / "b" / "manifest.json").write_text("{}")
     with pytest.raises(BundleError, match="already holds a bundle"):
         check_new_bundle(tmp_path / "b", version="1.0.0")
+
+
+def test_storage_errors_add_botocores_own_only_once_it_is_loaded():
+    import subprocess
+    import sys
+
+    code = ("import sys; from audioclf_core.storage import storage_errors; "
+            "assert storage_errors() == (OSError,), storage_errors(); assert 'botocore' not in sys.modules; "
+            "import botocore.exceptions as b; assert storage_errors() == (OSError, b.BotoCoreError)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_storage_options_reach_an_s3_compatible_endpoint():
+    from audioclf_core.storage import storage_options_for
+
+    assert storage_options_for() == {}
+    assert storage_options_for(endpoint_url="http://127.0.0.1:5000", region="eu-west-1") == {
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:5000", "region_name": "eu-west-1"}}

@@ -17,8 +17,8 @@ from scipy import signal
 from audioclf_core.bundle import MANIFEST, MODEL_FILE, file_sha256, load_bundle
 from audioclf_core.errors import BundleError, OutputError, ParameterError
 from audioclf_core.evaluation import (
-    Evaluation, accuracy_intervals, confusion_matrix, evaluate_bundle, group_bootstrap_interval, roc_auc_ovr,
-    wilson_interval, write_report,
+    Evaluation, accuracy_intervals, confusion_matrix, evaluate_bundle, group_bootstrap_interval, group_counts,
+    roc_auc_ovr, wilson_interval, write_report,
 )
 from audioclf_core.features import FeatureExtractor
 from audioclf_core.training import (
@@ -766,6 +766,12 @@ def test_metrics_on_known_answers(tmp_path):
     assert roc_auc_ovr(np.array([0, 0, 1, 1]), np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]])).tolist() == [1.0, 1.0]
     assert roc_auc_ovr(np.array([0, 1, 0, 1]), np.array([[0.5, 0.5]] * 4)).tolist() == [0.5, 0.5]
     assert ev.per_group().set_index("group")["accuracy"].to_dict() == {"g1": 0.8, "g2": 0.75}
+    auc = roc_auc_ovr(y_true, probs)
+    assert np.ptp(auc) > 0 and ev.metrics()["macro_roc_auc"] == round(float(np.mean(auc)), 4)
+    # a label with no clip and no prediction has no F1: the macro mean is over the labels present
+    two = Evaluation(labels, y_true[:5], probs[:5], [f"f{i}.wav" for i in range(5)], ["g1"] * 5)
+    assert two.confusion[2].sum() == 0 and two.confusion[:, 2].sum() == 0
+    assert two.macro_f1 == pytest.approx(np.mean([0.8, 0.8]))  # a: P 1, R 2/3; b: P 2/3, R 1
 
     folder = write_report({"as-is": ev, "telephone": ev}, tmp_path / "r", title="known", context={"bundle": "x"})
     for name in ("report.md", "confusion.png", "roc.png", "confusion-telephone.png", "per_class.csv", "confusion.csv",
@@ -841,6 +847,23 @@ def test_group_bootstrap_resamples_whole_groups():
     assert spread[1] - spread[0] > w[1] - w[0]
     with pytest.raises(ParameterError, match="one value per group"):
         group_bootstrap_interval([1, 2], [3])
+
+
+def test_group_interval_has_the_coverage_it_says():
+    """40 groups of one segment, half right: a resample's accuracy is Binomial(40, 1/2) / 40, whose
+    2.5 % and 97.5 % quantiles are 14/40 and 26/40 (and 15/40, 25/40 for a 90 % interval)."""
+    from scipy.stats import binom
+
+    lo, hi = binom.ppf([0.025, 0.975], 40, 0.5) / 40
+    assert (lo, hi) == (0.35, 0.65)
+    assert group_bootstrap_interval([1, 0] * 20, [1] * 40) == pytest.approx((lo, hi))
+    assert group_bootstrap_interval([1, 0] * 20, [1] * 40, level=0.9) == pytest.approx(tuple(binom.ppf([0.05, 0.95], 40, 0.5) / 40))
+
+
+def test_group_counts_round_a_recorded_accuracy_back_to_segments():
+    # 1 of 3 is recorded as 0.3333: truncating 0.9999 would lose the segment
+    correct, segments = group_counts({"g1": {"segments": 3, "accuracy": 0.3333}, "g2": {"segments": 7, "accuracy": 0.8571}})
+    assert correct.tolist() == [1, 6] and segments.tolist() == [3, 7]
 
 
 def test_evaluation_records_intervals_that_its_record_reproduces(tmp_path):
