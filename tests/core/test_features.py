@@ -97,6 +97,12 @@ def test_window_normalisation_is_zero_mean_unit_variance_over_the_whole_window(s
     assert np.abs(got[0].mean(axis=0)).max() > 0.5
 
 
+def test_frame_count_follows_the_fft_length_and_hop():
+    fx = FeatureExtractor(FeatureParams(n_fft=512, hop_length=160, win_length=400), sr=16000)
+    assert [fx.n_frames(n) for n in (0, 511, 512, 671, 672, 16000)] == [0, 0, 1, 1, 2, 1 + (16000 - 512) // 160]
+    assert fx.frames(np.ones(512, np.float32)).shape == (1, fx.n_features)
+
+
 def test_silence_and_tiny_values_stay_finite():
     fx = FeatureExtractor(FeatureParams(), sr=16000)
     y = np.zeros(16000, np.float32)
