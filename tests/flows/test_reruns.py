@@ -176,3 +176,46 @@ def test_a_model_with_other_labels_is_refused_at_once_and_the_results_stay(basel
     recs = ResultStore(results).read_recordings()
     pd.testing.assert_frame_equal(recs.sort_values("recording").reset_index(drop=True),
                                   ref_recs.sort_values("recording").reset_index(drop=True))
+
+
+def test_listing_filters_batching_and_a_file_changed_in_place(tmp_path):
+    """What a nightly or ad-hoc run lists, how it cuts the work, and what it redoes: a file whose
+    identity changed (a local file's etag is its modification time), and nothing it has done."""
+    from datetime import datetime, timedelta, timezone
+
+    from flows.archive import backfill
+
+    from .conftest import artifacts_of
+
+    src, out = tmp_path / "calls", str(tmp_path / "out")
+    copy_samples(src / "a", ["call-004-ulaw.wav"], copies=4)
+    copy_samples(src / "b", ["call-004-ulaw.wav"], copies=1)
+    day_ago = time.time() - 24 * 3600
+    os.utime(src / "a" / "call-004-ulaw-03.wav", (day_ago, day_ago))
+
+    # pattern and modified_since reach the listing
+    state, s = run(classify_archive, str(src), out, options=ArchiveOptions(
+        pattern="a/*", modified_since=datetime.now(timezone.utc) - timedelta(hours=1), recordings_per_task=1, workers=1))
+    assert state.is_completed(), state.message
+    assert (s.listed, s.processed) == (3, 3)  # a/-00 to a/-02: not b/, not the day-old a/-03
+    assert s.batches == 3  # one recording per task, as asked (two tasks would keep one worker busy)
+
+    # overlapping sources list each recording once; what is done is skipped, and only what this run listed counts
+    state, s = run(backfill, out, sources=[str(src / "a"), str(src)])
+    assert state.is_completed(), state.message
+    assert (s.listed, s.skipped, s.processed) == (5, 3, 2)
+    state, s = run(classify_archive, str(src / "b"), out)
+    assert (s.listed, s.skipped, s.processed) == (1, 1, 0)  # the output holds 5 done; 1 of them is listed here
+    run_md = artifacts_of(state.state_details.flow_run_id)["audioclf-run"].data
+    assert "1 listed, 1 already done, 0 classified, 0 failed" in run_md
+
+    # the same size but a new modification time: the recording changed, so it is classified again
+    before = ResultStore(out).read_recordings().set_index("recording")
+    changed = src / "b" / "call-004-ulaw.wav"
+    os.utime(changed, (time.time() + 5, time.time() + 5))
+    state, s = run(classify_archive, str(src), out)
+    assert (s.listed, s.skipped, s.processed) == (5, 4, 1)
+    after = ResultStore(out).read_recordings().set_index("recording")
+    assert after.loc[str(changed), "source_etag"] != before.loc[str(changed), "source_etag"]
+    assert after.loc[str(changed), "processed_at"] > before.processed_at.max()
+    one_row_set_each(ResultStore(out).read_recordings(), ResultStore(out).read_segments())

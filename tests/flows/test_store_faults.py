@@ -11,7 +11,7 @@ import pytest
 
 import flows.archive
 from flows.archive import ArchiveOptions, classify_archive
-from tasks.classify import IO_RETRIES, classify_batch
+from tasks.classify import IO_RETRIES, classify_batch, list_source
 
 from .conftest import SAMPLES, artifacts_of, batch_runs, run, table_rows
 
@@ -115,3 +115,11 @@ def test_a_store_that_stays_down_fails_the_run_clearly(archive, s3, s3_server, f
     failures = table_rows(artifacts_of(state.state_details.flow_run_id)["audioclf-failures"])
     assert [r["recording"] for r in failures] == ["(batch)", "(batch)"]
     assert all("cannot write results" in r["reason"] for r in failures)
+
+
+def test_an_explicit_source_in_a_missing_bucket_fails_the_run(s3_env, tmp_path, monkeypatch):
+    """A mistyped bucket is not an empty night: only a backfill's template days may be missing."""
+    monkeypatch.setattr(flows.archive, "list_source", list_source.with_options(retry_delay_seconds=0))
+    state, _ = run(classify_archive, "s3://no-such-bucket-here/calls/", str(tmp_path / "out"))
+    assert state.is_failed()
+    assert "cannot list s3://no-such-bucket-here/calls/: no such folder, prefix or bucket" in state.message, state.message
