@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 from rich.console import Console
 
 from live.outputs import LiveView
@@ -13,10 +14,12 @@ from live.processing import SegmentEvent
 
 def test_the_view_shows_segments_totals_and_counters():
     stats = {"heard_s": 12.5, "segments": 2, "overflows": 3, "dropped_blocks": 1, "queue": 0, "queue_max": 500,
-             "latency_p95_ms": 4.2}
+             "latency_p95_ms": 9.9}
     view = LiveView(title="pulse", labels=("speech", "music", "noise"), stats=lambda: stats)
     probs = np.array([0.7, 0.2, 0.1], dtype=np.float32)
-    view.add(SegmentEvent(0, 1600, 40000, 16000, probs, "speech", 1.0, 1.0042), wall="2026-11-22T10:00:00.100Z")
+    first = SegmentEvent(0, 1600, 40000, 16000, probs, "speech", 1.0, 1.0042)
+    assert first.latency_ms == pytest.approx(4.2) and (first.start_s, first.end_s) == (0.1, 2.5)
+    view.add(first, wall="2026-11-22T10:00:00.100Z")
     view.add(SegmentEvent(1, 48000, 64000, 16000, probs[[1, 0, 2]], "music", 2.0, 2.001), wall="2026-11-22T10:00:03.000Z")
     console = Console(record=True, width=120)
     console.print(view)

@@ -51,6 +51,17 @@ def test_replay_fast_gives_the_batch_segments_and_labels(name, env, tmp_path, ba
     assert summary["stop_reason"] == "end of recording" and summary["error"] is None
     assert summary["dropped_blocks"] == 0 and summary["overflows"] == 0
     assert summary["engine"] == "litert"
+    # the summary adds up what the lines say; each line's wall times are the session start plus its offsets
+    assert summary["heard_s"] == pytest.approx(want.duration_s, abs=1e-3)
+    for lab in bundle.labels:
+        mine = [ev for ev in lines if ev["label"] == lab]
+        assert summary["label_segments"].get(lab, 0) == len(mine)
+        assert summary["label_s"].get(lab, 0.0) == pytest.approx(sum(ev["end_s"] - ev["start_s"] for ev in mine), abs=1e-3)
+    started = pd.Timestamp(summary["started_at"])
+    for ev in lines:
+        assert (pd.Timestamp(ev["start_time"]) - started).total_seconds() == pytest.approx(ev["start_s"], abs=2e-3)
+        assert (pd.Timestamp(ev["end_time"]) - started).total_seconds() == pytest.approx(ev["end_s"], abs=2e-3)
+        assert 0 <= ev["latency_ms"] < 60_000
 
 
 @pytest.mark.slow
@@ -68,3 +79,14 @@ def test_replay_with_silence_options_follows_them(env, tmp_path, bundle):
     got = [(ev["start_s"], ev["end_s"]) for ev in read_jsonl(events)]
     assert len(got) == len(want.segments)
     assert np.abs(np.array(got) - np.array([(s, e) for _, _, s, e, _ in want.segments])).max() <= FRAME_S
+
+
+@pytest.mark.slow
+def test_duration_stops_the_session_after_that_much_audio(env, tmp_path):
+    name = "call-001.wav"  # 44 s of audio
+    done = run_cli(["run", "--replay", str(SAMPLES / name), "--fast", "--duration", "3", "-q",
+                    "--summary-json", str(tmp_path / "s.json")], env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["stop_reason"] == "duration"
+    assert 3.0 <= summary["heard_s"] < 13.0  # stops at the first block past 3 s

@@ -28,6 +28,8 @@ def test_a_signal_mid_segment_flushes_everything_heard(sig, env, tmp_path, batch
     # The periodic writes already hold the segments that have ended, in one part that each write replaces.
     before = pd.read_parquet(out / "segments")
     assert before.segment.tolist()[:2] == [0, 1] and len(list((out / "segments").glob("part-*.parquet"))) == 1
+    # and a reader tailing the JSON lines already has those two, whole (each line is flushed as it is written)
+    assert [ev["segment"] for ev in read_jsonl(events)] == [0, 1]
     live.signal(sig)
     rc, stderr = live.finish(timeout=30)
     assert rc == 0, stderr
