@@ -47,11 +47,20 @@ def test_weights_must_match_the_manifest_hash(bundle_copy):
         load_bundle(bundle_copy)
 
 
+FEATURES = load_bundle("placeholder").manifest.features.model_dump()
+
+
 @pytest.mark.parametrize(
     "change,message",
     [
         (dict(labels=["speech", "speech"]), "labels repeat"),
-        (dict(labels=["Speech", "x y"]), "lowercase"),
+        (dict(labels=["speech", "Music", "noise"]), "lowercase"),
+        (dict(labels=["speech", "x y", "noise"]), "lowercase"),
+        (dict(labels=["speech", "music!", "noise"]), "lowercase"),
+        (dict(hop_s=0.50625), "feature hops"),  # 8100 samples: not a whole number of 160-sample hops
+        (dict(window_s=0.03, hop_s=0.01), "shorter than one FFT"),  # 480 samples < n_fft 512
+        (dict(features={**FEATURES, "fmax": 9000.0}), "Nyquist"),
+        (dict(format=0), "format 0"),
         (dict(labels=["one"]), "at least two"),
         (dict(window_s=0.99991), "whole samples"),
         (dict(hop_s=0.3333), "whole samples"),
@@ -146,3 +155,12 @@ def test_a_url_that_cannot_be_fetched_is_one_bundle_error_and_leaves_no_temporar
         load_bundle(ref)
     assert reason in str(info.value) and "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_with_only_weights_is_not_a_new_bundles_place(tmp_path):
+    from audioclf_core.bundle import check_new_bundle
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / MODEL_FILE).write_bytes(b"weights of an unfinished save")
+    with pytest.raises(BundleError, match="already holds a bundle"):
+        check_new_bundle(tmp_path / "b", version="1.0.0")

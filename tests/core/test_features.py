@@ -103,6 +103,19 @@ def test_frame_count_follows_the_fft_length_and_hop():
     assert fx.frames(np.ones(512, np.float32)).shape == (1, fx.n_features)
 
 
+@pytest.mark.parametrize("kind", ["logmel", "mfcc", "spectrogram"])
+def test_the_feature_count_a_bundle_declares_is_what_frames_have(speech, kind):
+    fx = FeatureExtractor(FeatureParams(kind=kind, n_fft=256, win_length=256, n_mels=40, n_mfcc=13), sr=8000)
+    assert fx.frames(speech[:8000]).shape[1] == fx.n_features == {"logmel": 40, "mfcc": 13, "spectrogram": 129}[kind]
+
+
+def test_feature_ranges_are_checked():
+    with pytest.raises(ParameterError, match="fmax"):
+        FeatureParams(fmin=4000.0, fmax=3000.0)
+    with pytest.raises(ParameterError, match="win_length"):
+        FeatureParams(n_fft=256, win_length=257)
+
+
 def test_silence_and_tiny_values_stay_finite():
     fx = FeatureExtractor(FeatureParams(), sr=16000)
     y = np.zeros(16000, np.float32)

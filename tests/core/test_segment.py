@@ -214,6 +214,23 @@ def test_bad_parameters_are_refused_by_name(kwargs):
     assert next(iter(kwargs)) in str(err.value)
 
 
+def test_the_defaults_are_the_documented_ones_and_typos_are_refused():
+    p = SilenceParams()
+    assert (p.min_silence_ms, p.threshold_dbfs, p.threshold_rel_db, p.keep_silence_ms, p.min_segment_ms,
+            p.max_segment_s, p.frame_ms) == (500.0, -50.0, None, 100.0, 100.0, 30.0, 10.0)
+    with pytest.raises(ParameterError, match="min_silence"):
+        SilenceParams(min_silence=300)  # a typo in a manifest or an override must not pass silently
+    with pytest.raises(ParameterError, match="max_segment_s"):
+        SilenceParams(max_segment_s=0.05, min_segment_ms=100)  # every piece would be dropped as too short
+
+
+def test_options_left_unset_keep_the_models_values_and_zero_is_a_value():
+    from audioclf_core.params import given
+
+    assert given(keep_silence_ms=0, threshold_dbfs=None, min_segment_ms=0.0) == {"keep_silence_ms": 0, "min_segment_ms": 0.0}
+    assert SilenceParams().replace(**given(keep_silence_ms=0, min_silence_ms=None)).keep_silence_ms == 0
+
+
 def test_bad_calls():
     with pytest.raises(ParameterError, match="sr"):
         StreamingSegmenter(sr=0)
