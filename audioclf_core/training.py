@@ -340,11 +340,18 @@ def load_table(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     if "group" not in table.columns or table["group"].isna().all():
         table["group"] = table["path"]  # no groups given: every file is its own
     table["group"] = table["group"].fillna(table["path"]).astype(str)
-    if "synthetic" in table.columns:
-        table["synthetic"] = table["synthetic"].fillna(0).astype(str).str.lower().isin(("1", "true", "yes"))
-    else:
-        table["synthetic"] = False
+    table["synthetic"] = _flag(table["synthetic"]) if "synthetic" in table.columns else False
     return table
+
+
+def _flag(col: pd.Series) -> pd.Series:
+    """A yes/no column as written by hand or by pandas: 1/0 (read as floats when a cell is blank),
+    true/false, yes/no, or empty for no."""
+    if pd.api.types.is_bool_dtype(col):
+        return col.astype(bool)
+    number = pd.to_numeric(col, errors="coerce").fillna(0) != 0
+    word = col.astype("string").str.strip().str.lower().isin(("true", "yes")).fillna(False)
+    return (number | word).astype(bool)
 
 
 def group_split(

@@ -400,8 +400,32 @@ def test_the_group_split_never_puts_a_group_on_both_sides(seed):
         assert ((table.label == lab) & (split == "train")).any()
     # Synthetic groups always train: held-out figures are on real recordings.
     assert (split[table.synthetic] == "train").all()
-    # The same seed gives the same split.
+    # The same seed gives the same split; other seeds draw other groups.
     assert split.equals(group_split(table, test_fraction=0.25, val_fraction=0.15, seed=seed))
+    others = {tuple(group_split(table, test_fraction=0.25, val_fraction=0.15, seed=s)) for s in range(6)}
+    assert len(others) > 1
+
+
+def test_held_out_fractions_are_of_the_real_clips_and_named_val_groups_are_all_of_validation():
+    rows = [{"path": f"/x/r{g}.wav", "label": "speech", "group": f"r{g}", "synthetic": False} for g in range(10)]
+    rows += [{"path": f"/x/m{g}.wav", "label": "music", "group": f"m{g}", "synthetic": False} for g in range(10)]
+    rows += [{"path": f"/x/tts{i}.wav", "label": "speech", "group": "tts", "synthetic": True} for i in range(90)]
+    table = load_table(pd.DataFrame(rows))
+    split = group_split(table, test_fraction=0.2, val_fraction=0.0, seed=0)
+    assert (split == "test").sum() == 4  # 20 % of the 20 real clips, not of all 110
+    split = group_split(_table(), val_groups=["g1"], test_fraction=0.0)
+    assert set(_table().group[split == "val"]) == {"g1"}
+
+
+def test_synthetic_marks_in_a_csv_manifest_are_read(tmp_path):
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,label,group,synthetic\na.wav,speech,g1,1\nb.wav,speech,g2,0\nc.wav,music,g3,true\nd.wav,music,g4,\n")
+    assert load_table(csv).synthetic.tolist() == [True, False, True, False]
+    # only 1/0 and a blank cell: pandas reads 1.0, 0.0, NaN
+    csv.write_text("path,label,group,synthetic\na.wav,speech,g1,1\nb.wav,speech,g2,0\nd.wav,music,g4,\n")
+    assert load_table(csv).synthetic.tolist() == [True, False, False]
+    table = load_table(pd.DataFrame({"path": ["/a.wav", "/b.wav"], "label": ["x", "y"], "synthetic": [True, False]}))
+    assert table.synthetic.tolist() == [True, False]
 
 
 def test_named_groups_are_held_out_and_unknown_names_are_refused():
@@ -501,6 +525,11 @@ def test_augmentations_do_what_they_say():
     noise = rng.standard_normal(SR).astype(np.float32)
     mixed = mix_noise(mid, noise, snr_db=10.0, rng=rng)
     assert 20 * np.log10(rms(mid) / rms(mixed - mid)) == pytest.approx(10.0, abs=0.01)
+    short = mix_noise(mid, noise[:3000], snr_db=10.0, rng=rng)  # a noise clip shorter than the audio is tiled
+    assert short.shape == mid.shape and 20 * np.log10(rms(mid) / rms(short - mid)) == pytest.approx(10.0, abs=0.1)
+    for name in ("speed", "stretch", "pitch", "hold_s"):
+        with pytest.raises(ParameterError, match="positive"):
+            AugmentParams(**{name: (0.0, 1.1)})
     for _ in range(20):
         y = augment(mid * 3, sr=SR, params=AugmentParams(p_noise=1, p_telephone=1, p_mulaw=1), rng=rng)
         assert y.dtype == np.float32 and y.shape == mid.shape and np.isfinite(y).all() and np.abs(y).max() <= 1
