@@ -96,6 +96,19 @@ def test_each_thread_gets_its_own_interpreter(bundle, real_windows):
         t.join()
     for got in results.values():
         np.testing.assert_array_equal(got, want)
+    # equal answers alone would not show it: a shared interpreter gives them too, until two threads collide
+    seen = {}
+    t = threading.Thread(target=lambda: seen.setdefault("other", lite._interpreter(16)[0]))
+    t.start()
+    t.join()
+    assert seen["other"] is not lite._interpreter(16)[0]
+
+
+def test_a_flatbuffer_that_does_not_fit_the_bundle_is_refused(bundle):
+    with pytest.raises(BundleError, match="input shape"):
+        LiteRTEngine(bundle.litert_path, input_shape=(97, 40), n_labels=3)
+    with pytest.raises(BundleError, match="output shape"):
+        LiteRTEngine(bundle.litert_path, input_shape=bundle.input_shape, n_labels=4)
 
 
 def test_a_damaged_or_missing_flatbuffer_is_refused_on_load(tmp_path, bundle):
@@ -285,3 +298,21 @@ np.save("p.npy", res.bundle.model.predict_on_batch(x))
     assert want.shape == (len(x), 2) and np.allclose(want.sum(axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(Predictor(b.model)(x), want, atol=1e-5)
     np.testing.assert_allclose(load_engine(b, engine="litert", cache_dir=tmp_path / "cache")(x), want, atol=1e-4)
+
+
+def test_an_export_that_disagrees_with_keras_is_refused_and_auto_falls_back(bare_copy, tmp_path, monkeypatch):
+    """The converter is trusted only as far as its answers match Keras on probe windows."""
+    from audioclf_core import engines
+
+    bare = load_bundle(bare_copy)
+    real_call = LiteRTEngine.__call__
+    monkeypatch.setattr(LiteRTEngine, "__call__", lambda self, x: real_call(self, x) + 1e-3)  # a subtly wrong export
+    target = tmp_path / "cache" / "x.tflite"
+    with pytest.raises(BundleError, match="differs from the Keras model"):
+        engines.export_litert(bare, target)
+    assert list(target.parent.iterdir()) == []  # neither the file nor its temporary
+    with pytest.raises(BundleError, match="differs from the Keras model"):
+        load_engine(bare, engine="litert", cache_dir=tmp_path / "cache")
+    said = []
+    fallback = load_engine(bare, engine="auto", cache_dir=tmp_path / "cache", warn=said.append)
+    assert fallback.name == "keras" and len(said) == 1 and "using the Keras engine" in said[0]
