@@ -280,3 +280,23 @@ def test_a_relative_data_folder_evaluates_as_an_absolute_one(trained, clips, tmp
     n = sum(1 for p in data.rglob("*.wav"))
     assert sum(reports["relative"]["as-is"]["per_class"][k]["support"] for k in ("speech", "music", "noise")) == n
     assert reports["relative"]["as-is"]["confusion"] == reports["absolute"]["as-is"]["confusion"]
+
+
+def test_train_options_reach_training_under_their_own_names(monkeypatch, tmp_path):
+    """The option-to-parameter wiring, without training: each option lands where its help says."""
+    from typer.testing import CliRunner
+
+    import audioclf_cli.train as train_cli
+    from audioclf_cli.main import app
+
+    got = {}
+    monkeypatch.setattr(train_cli, "run_train", lambda **kw: got.update(kw))
+    result = CliRunner().invoke(app, [
+        "train", str(tmp_path / "data"), "--out", str(tmp_path / "b"), "--from", "digits", "--freeze-features",
+        "--time-budget-min", "2", "--test-fraction", "0.3", "--val-fraction", "0.1", "--seed", "7", "--name", "mine",
+        "--version", "2.0.0", "--test-group", "t1", "--val-group", "v1", "--real-repeat", "3", "--epochs", "5", "-q"])
+    assert result.exit_code == 0, result.output
+    assert got["time_budget_s"] == 120 and got["seed"] == 7 and got["freeze_features"] is True
+    assert (got["test_fraction"], got["val_fraction"]) == (0.3, 0.1)
+    assert (got["test_groups"], got["val_groups"]) == (["t1"], ["v1"])
+    assert (got["name"], got["version"], got["from_bundle"], got["real_repeat"], got["epochs"]) == ("mine", "2.0.0", "digits", 3, 5)
