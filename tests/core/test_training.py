@@ -20,6 +20,7 @@ from audioclf_core.evaluation import (
     Evaluation, accuracy_intervals, confusion_matrix, evaluate_bundle, group_bootstrap_interval, group_counts,
     roc_auc_ovr, wilson_interval, write_report,
 )
+from audioclf_core import training
 from audioclf_core.features import FeatureExtractor
 from audioclf_core.training import (
     time_stretch,
@@ -753,6 +754,29 @@ def test_training_windows_are_the_inference_windows(crop):
         clip = clips[li]
         ref = fx.windows(clip / np.abs(clip).max(), window=SR, hop=SR // 2)
         assert np.min(np.abs(ref - xi).max(axis=(1, 2))) < 1e-3
+
+
+def test_an_epoch_draws_each_clip_once_per_window_of_audio_it_holds(monkeypatch):
+    fx = FeatureExtractor(PRESETS["smn"].features, sr=SR)
+    six, one, tiny = (np.zeros(n, np.float32) for n in (6 * SR, SR, int(0.3 * SR)))
+    clean = AugmentParams()
+    s = WindowSampler([six, one, tiny], np.array([0, 1, 1]), fx, SR, SR // 2, "window", clean, [], seed=0)
+    assert len(s) == 6 + 1 + 1 and s.class_counts(3).tolist() == [6, 2, 0]  # a short clip is drawn once, not never
+    s = WindowSampler([six, one], np.array([0, 1]), fx, SR, SR // 2, "window", clean, [], seed=0, repeat=np.array([3, 1]))
+    assert len(s) == 3 * 6 + 1
+    # what reaches augmentation: a short crop is that many seconds; a whole clip gets up to pad_s each side
+    sizes = []
+    real_augment = training.augment
+    monkeypatch.setattr(training, "augment", lambda y, **kw: sizes.append(y.size) or real_augment(y, **kw))
+    crops = WindowSampler([six], np.array([0]), fx, SR, SR // 2, "window",
+                          AugmentParams(p_short=1.0, short_s=(0.5, 0.5), p_speed=0), [], seed=0)
+    crops.batch(np.arange(len(crops)), epoch=0, key=0)
+    assert set(sizes) == {SR // 2}
+    sizes.clear()
+    whole = WindowSampler([one] * 20, np.zeros(20, int), fx, SR, SR // 2, "whole", AugmentParams(pad_s=0.15, p_speed=0), [],
+                          seed=0)
+    whole.batch(np.arange(len(whole)), epoch=0, key=0)
+    assert all(SR <= n <= SR + 2 * int(0.15 * SR) for n in sizes) and max(sizes) > SR + 100
 
 
 @pytest.mark.parametrize("crop", ["window", "whole"])
