@@ -779,6 +779,32 @@ def test_an_epoch_draws_each_clip_once_per_window_of_audio_it_holds(monkeypatch)
     assert all(SR <= n <= SR + 2 * int(0.15 * SR) for n in sizes) and max(sizes) > SR + 100
 
 
+def test_training_mixes_only_training_noise_and_repeats_only_real_clips(dataset, tmp_path, monkeypatch):
+    """Held-out noise must not leak into training windows as a noise bed; real_repeat is for real clips."""
+    table = pd.read_csv(dataset / "manifest.csv")
+    table.loc[table.group == "allison-digits", "synthetic"] = 1  # as if a TTS voice
+    table.to_csv(tmp_path / "manifest.csv", index=False)
+    made = []
+
+    class Recording(training.WindowSampler):
+        def __post_init__(self):
+            super().__post_init__()
+            made.append(self)
+
+    monkeypatch.setattr(training, "WindowSampler", Recording)
+    train(tmp_path / "manifest.csv", out=tmp_path / "b", arch="mlp", preset="smn", epochs=1, batch_size=16,
+          max_windows_per_epoch=32, test_groups=TEST_GROUPS, val_fraction=0.0, real_repeat=3, verbose=0, workers=1)
+    s = made[-1]
+    read = {name: sf.read(dataset / "noise" / f"{name}.wav", dtype="float32")[0] for name in ("hiss", "hum", "ringback", "dtmf")}
+    same = lambda a, b: a.shape == b.shape and np.allclose(a, b, atol=1e-4)  # noqa: E731
+    assert len(s.noise_pool) == 2
+    assert all(any(same(c, read[n]) for n in ("hiss", "hum")) for c in s.noise_pool)  # the training group's, not noise-tones'
+    train_rows = table[~table.group.isin(TEST_GROUPS)].reset_index(drop=True)
+    assert len(s.repeat) == len(train_rows)
+    assert s.repeat.tolist() == np.where(train_rows.synthetic == 1, 1, 3).tolist()  # clips in the manifest's order
+    assert (s.repeat == 1).sum() == (train_rows.synthetic == 1).sum() > 0
+
+
 @pytest.mark.parametrize("crop", ["window", "whole"])
 def test_held_sounds_reach_training_windows_only_when_drawn(crop):
     # p_hold 0 draws nothing, so a recipe without holds keeps its random stream whatever the
