@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 
 import fsspec
@@ -116,6 +117,26 @@ def test_archives_and_remote_bundles(tmp_path):
         assert b.sha256 == load_bundle("placeholder").sha256
     with pytest.raises(BundleError, match="no model bundle at memory://models/none.zip"):
         load_bundle("memory://models/none.zip")
+
+
+def test_an_archive_replaced_under_the_same_name_is_unpacked_again(tmp_path, monkeypatch):
+    """Unpacked archives are cached by content: a new model.zip is never served from the old one's cache."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    src = load_bundle("placeholder").path
+
+    def zip_as(version):
+        folder = tmp_path / f"v{version}"
+        shutil.copytree(src, folder)
+        _edit_manifest(folder, version=version)
+        with zipfile.ZipFile(tmp_path / "model.zip", "w") as zf:
+            for f in folder.iterdir():
+                zf.write(f, f.name)
+
+    zip_as("1.0.0")
+    assert load_bundle(str(tmp_path / "model.zip")).version == "1.0.0"
+    zip_as("1.1.0")
+    assert load_bundle(str(tmp_path / "model.zip")).version == "1.1.0"
 
 
 def test_residual_bundle_round_trips_without_custom_objects(tmp_path):
