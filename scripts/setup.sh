@@ -19,8 +19,9 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 VENV=.venv
 STAMP="$VENV/.audioclf-installed"
 DEB_PACKAGES=(ffmpeg libsndfile1 libportaudio2)
-# The live tests play audio into a PulseAudio null sink that PortAudio reads through ALSA.
-DEB_TEST_PACKAGES=(pulseaudio pulseaudio-utils libasound2-plugins)
+# The live tests play audio into a PulseAudio null sink that PortAudio reads through ALSA; sox writes
+# the raw GSM case of the decode tests.
+DEB_TEST_PACKAGES=(pulseaudio pulseaudio-utils libasound2-plugins sox)
 [ "${1:-}" = "--test" ] && DEB_PACKAGES+=("${DEB_TEST_PACKAGES[@]}")
 
 log() { printf 'setup: %s\n' "$*" >&2; }
