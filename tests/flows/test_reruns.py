@@ -14,9 +14,9 @@ import pytest
 
 from audioclf_core.bundle import load_bundle
 from audioclf_core.results import ResultStore
-from flows.archive import ArchiveOptions, classify_archive
+from flows.archive import ArchiveOptions, backfill, classify_archive
 
-from .conftest import BAD_FILES, ROOT, copy_samples, run, sample_of, task_runs_under
+from .conftest import BAD_FILES, ROOT, artifacts_of, copy_samples, run, sample_of, task_runs_under
 
 pytestmark = pytest.mark.slow
 
@@ -182,10 +182,6 @@ def test_listing_filters_batching_and_a_file_changed_in_place(tmp_path):
     """What a nightly or ad-hoc run lists, how it cuts the work, and what it redoes: a file whose
     identity changed (a local file's etag is its modification time), and nothing it has done."""
     from datetime import datetime, timedelta, timezone
-
-    from flows.archive import backfill
-
-    from .conftest import artifacts_of
 
     src, out = tmp_path / "calls", str(tmp_path / "out")
     copy_samples(src / "a", ["call-004-ulaw.wav"], copies=4)
