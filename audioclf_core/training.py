@@ -1013,6 +1013,20 @@ def build(arch: str, input_shape: tuple[int, int], n_labels: int, *, seed: int, 
     return build_model(arch, input_shape, n_labels, **arch_kwargs)
 
 
+def class_weights(counts: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Per-label loss weights that balance the labels: ``total / (labels x count)``.
+
+    Each label then carries the same total weight in an epoch, whatever its
+    share of the windows; a label with no windows gets 0 (nothing to weigh).
+    """
+    counts = np.asarray(counts, dtype=float)
+    if counts.ndim != 1 or counts.size == 0 or (counts < 0).any():
+        raise ParameterError(f"class counts {counts.tolist()!r} must be a non-empty list of counts >= 0")
+    if not counts.sum():
+        raise ParameterError("no training windows: every class count is 0")
+    return np.where(counts > 0, counts.sum() / (counts.size * np.maximum(counts, 1)), 0.0)
+
+
 def fit(
     model, sampler: WindowSampler, val: tuple[np.ndarray, np.ndarray], *, n_labels: int, epochs: int, batch_size: int,
     learning_rate: float, patience: int, verbose: int, time_budget_s: float | None = None, workers: int = 2,
@@ -1026,8 +1040,7 @@ def fit(
         ``class_weight`` and ``seconds``.
     """
     keras = _keras()
-    counts = sampler.class_counts(n_labels).astype(float)
-    weight = np.where(counts > 0, counts.sum() / (n_labels * np.maximum(counts, 1)), 0.0)
+    weight = class_weights(sampler.class_counts(n_labels))
     data = _dataset(sampler, batch_size=batch_size, class_weight=weight, workers=workers)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])

@@ -30,6 +30,7 @@ from audioclf_core.training import (
     augment,
     band_limit,
     change_speed,
+    class_weights,
     decoded,
     ensemble,
     group_split,
@@ -140,6 +141,9 @@ def test_manifest_records_contract_data_and_heldout_figures(trained):
     assert "telephone" in m.evaluation["conditions"]
     assert m.evaluation["speed"]["windows_per_s"] > 0
     assert (trained.bundle.path / MODEL_FILE).stat().st_size < 5_000_000
+    # training weighed its windows by class_weights: balanced weights' inverses sum to the label count
+    weights = np.array(list(m.provenance["training"]["class_weight"].values()))
+    assert len(set(weights)) > 1 and (1 / weights).sum() == pytest.approx(3, abs=1e-3)
 
 
 @pytest.mark.slow
@@ -777,6 +781,18 @@ def test_an_epoch_draws_each_clip_once_per_window_of_audio_it_holds(monkeypatch)
                           seed=0)
     whole.batch(np.arange(len(whole)), epoch=0, key=0)
     assert all(SR <= n <= SR + 2 * int(0.15 * SR) for n in sizes) and max(sizes) > SR + 100
+
+
+def test_class_weights_give_each_label_the_same_total_weight():
+    w = class_weights([30, 10, 0])
+    np.testing.assert_allclose(w, [40 / 90, 40 / 30, 0.0])
+    counts = np.array([120, 7, 33, 1])
+    totals = class_weights(counts) * counts
+    np.testing.assert_allclose(totals, counts.sum() / 4)  # every label weighs the same in an epoch
+    np.testing.assert_allclose(class_weights([5, 5, 5]), 1.0)  # balanced data is left as it is
+    for bad in ([], [0, 0], [3, -1]):
+        with pytest.raises(ParameterError):
+            class_weights(bad)
 
 
 def test_training_mixes_only_training_noise_and_repeats_only_real_clips(dataset, tmp_path, monkeypatch):
