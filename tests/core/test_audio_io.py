@@ -510,11 +510,21 @@ def test_nan_or_inf_samples(tmp_path: Path, bad: float, subtype: str) -> None:
     assert seen == 10000  # the two clean blocks came through first
 
 
-@pytest.mark.parametrize("sr", [500, 400_000])
+@pytest.mark.parametrize("sr", [500, 999, 384_001, 400_000])
 def test_sample_rate_out_of_range(tmp_path: Path, sr: int) -> None:
     path = tmp_path / f"r{sr}.wav"
     sf.write(path, np.zeros(2000, dtype=np.float32), sr)
     _expect_open_error(str(path), f"sample rate {sr} Hz is outside 1000..384000 Hz")
+
+
+@pytest.mark.parametrize("sr", [1000, 384_000])
+def test_sample_rates_at_the_limits_are_read(tmp_path: Path, sr: int) -> None:
+    path = tmp_path / f"r{sr}.wav"
+    x = np.linspace(-0.5, 0.5, 2000, dtype=np.float32)
+    sf.write(path, x, sr, subtype="FLOAT")
+    with open_audio(str(path)) as reader:
+        assert reader.info.sample_rate == sr
+        np.testing.assert_array_equal(np.concatenate(list(reader.blocks(700)))[:, 0], x)
 
 
 def test_without_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -148,6 +148,19 @@ def test_padding_short_drops_and_bounds():
     assert got[0] == pytest.approx([0.85, 2.25], abs=0.011)
 
 
+@pytest.mark.parametrize("frames, kept", [(10, True), (9, False)])
+def test_a_sound_exactly_min_segment_long_is_kept(frames, kept):
+    """min_segment_ms is the shortest segment kept: 100 ms of sound (10 frames) stays, 90 ms goes."""
+    sr = 8000
+    params = SilenceParams(min_segment_ms=100, keep_silence_ms=0, frame_ms=10)
+    n = frames * sr // 100
+    t = np.arange(n) / sr
+    y = np.zeros(sr + n + sr, np.float32)  # a second of digital silence each side, frame-aligned
+    y[sr : sr + n] = 0.3 * np.sin(2 * np.pi * 440 * t)
+    got = split_nonsilent(y, sr=sr, params=params).tolist()
+    assert got == ([[sr, sr + n]] if kept else [])
+
+
 def test_relative_threshold_follows_the_recording_level():
     """A quiet archive: speech at -55 dBFS, floor at -85; an absolute -50 sees nothing."""
     sr = 8000
