@@ -49,6 +49,7 @@ __all__ = [
     "expand_inputs",
     "mix_to_mono",
     "open_audio",
+    "resolve_fs",
 ]
 
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
@@ -221,13 +222,11 @@ def expand_inputs(
 
     for spec in specs:
         try:
-            fs, path = url_to_fs(spec, **options)
+            fs, path = resolve_fs(spec, options)
         except (ValueError, ImportError) as exc:
             warnings.append(f"cannot resolve '{spec}': {_one_line(exc)}; kept, to be reported as an error")
             add(spec)
             continue
-        protocol = split_protocol(spec)[0]
-
         try:
             kind = fs.info(path).get("type")
         except FileNotFoundError:
@@ -242,22 +241,22 @@ def expand_inputs(
             if not found:
                 warnings.append(f"no recordings under '{spec}'" + _skipped_note(skipped))
             for p in sorted(found):
-                add(_to_uri(fs, protocol, p))
+                add(_to_uri(fs, spec, p))
         elif kind is not None:
-            add(_to_uri(fs, protocol, path))
+            add(_to_uri(fs, spec, path))
         elif _GLOB_CHARS.intersection(path):
             found, skipped = _files_matching(fs, path, exts)
             if not found:
                 warnings.append(f"no recordings match '{spec}'" + _skipped_note(skipped))
             for p in sorted(found):
-                add(_to_uri(fs, protocol, p))
+                add(_to_uri(fs, spec, p))
         elif spec.endswith("/") and not isinstance(fs, LocalFileSystem):
             # An object store has no empty folders: a prefix with nothing under
             # it is "missing", yet it names a folder (one not filled yet).
             warnings.append(f"no recordings under '{spec}' (nothing is stored under that prefix)")
         else:
             warnings.append(f"'{spec}' does not exist; kept, to be reported as an error")
-            add(_to_uri(fs, protocol, path))  # as an existing file would be named: absolute, or a URL
+            add(_to_uri(fs, spec, path))  # as an existing file would be named: absolute, or a URL
     return uris, warnings
 
 
@@ -306,20 +305,41 @@ def _skipped_note(skipped: int) -> str:
     return f" ({skipped} other file{'s' if skipped != 1 else ''}, none with an audio extension)"
 
 
-def _to_uri(fs: fsspec.AbstractFileSystem, protocol: str | None, path: str) -> str:
-    """The URI a user would type for `path` on `fs`, in the protocol they used."""
+def resolve_fs(uri: str, storage_options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """``url_to_fs`` that also serves chained URLs: ``zip://calls::s3://bucket/archive.zip``.
+
+    fsspec gives plain options to a chain's first link only (the archive), so
+    here each link gets them under its own protocol: one mapping (an S3
+    endpoint, credentials) reaches the store the archive lives in.
+    """
+    options = dict(storage_options or {})
+    if "::" in uri and options:
+        links = {split_protocol(bit)[0] or "file" for bit in uri.split("::")}
+        options = {protocol: dict(options) for protocol in links}
+    return url_to_fs(uri, **options)
+
+
+def _to_uri(fs: fsspec.AbstractFileSystem, spec: str, path: str) -> str:
+    """The URI a user would type for `path` on `fs`, in the protocol they used in `spec`.
+
+    A chained URL (``zip://calls::s3://bucket/archive.zip``) lists inside its
+    first link; each file's URI keeps the rest of the chain, so that it opens
+    as the listing saw it.
+    """
+    chain = "::" + spec.split("::", 1)[1] if "::" in spec else ""
     if isinstance(fs, LocalFileSystem):
-        return os.path.normpath(path)
+        return os.path.normpath(path) + chain
+    protocol = split_protocol(spec)[0]
     if protocol:
         # Keep the user's spelling (gs:// rather than gcs://) when it names the
         # same object; fall back on fsspec's canonical form otherwise.
         candidate = f"{protocol}://{path.lstrip('/')}"
         try:
             if fs._strip_protocol(candidate) == path:
-                return candidate
+                return candidate + chain
         except Exception:  # noqa: BLE001 - a foreign filesystem's parser; the fallback is safe
             pass
-    return fs.unstrip_protocol(path)
+    return fs.unstrip_protocol(path) + chain
 
 
 @dataclass(frozen=True)
@@ -354,6 +374,8 @@ def list_recordings(
         (``"*/calls-*.wav"``, ``"2026/11/*/*"``).
     modified_since : datetime, optional
         Keep files modified at or after this time (timezone-aware; naive means UTC).
+        Files whose store reports no modification time are kept: they cannot be
+        shown to be older, and what is already done is skipped downstream.
     missing_ok : bool
         A ``source`` that does not exist has no recordings (a day's folder of a backfill),
         instead of being an error.
@@ -372,10 +394,9 @@ def list_recordings(
     if modified_since is not None and modified_since.tzinfo is None:
         modified_since = modified_since.replace(tzinfo=timezone.utc)
     try:
-        fs, root = url_to_fs(source, **dict(storage_options or {}))
+        fs, root = resolve_fs(source, storage_options)
     except (ValueError, ImportError) as exc:
         raise ParameterError(f"cannot list {source}: {_one_line(exc)}") from exc
-    protocol = split_protocol(source)[0]
     try:
         if fs.isfile(root):
             entries = {root: fs.info(root)}
@@ -402,15 +423,20 @@ def list_recordings(
         if pattern is not None and not fnmatch.fnmatchcase(rel, pattern):
             continue
         modified = _modified(info)
-        if modified_since is not None and (modified is None or modified < modified_since):
+        if modified_since is not None and modified is not None and modified < modified_since:
             continue
         size, etag = file_identity(info)
-        found.append(SourceFile(_to_uri(fs, protocol, path), size, etag, modified))
+        found.append(SourceFile(_to_uri(fs, source, path), size, etag, modified))
     return sorted(found, key=lambda f: f.uri)
 
 
 def _modified(info: Mapping[str, Any]) -> datetime | None:
     value = info.get("LastModified") or info.get("mtime") or info.get("created")
+    if value is None and info.get("date_time"):  # a zip member: local time, read as UTC
+        try:
+            return datetime(*info["date_time"], tzinfo=timezone.utc)
+        except (TypeError, ValueError):
+            return None
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -458,7 +484,7 @@ def open_audio(uri: str, *, storage_options: Mapping[str, Any] | None = None) ->
     if not isinstance(uri, str) or not uri.strip():
         raise ParameterError(f"uri {uri!r} is not a path or URL")
     try:
-        fs, path = url_to_fs(uri, **dict(storage_options or {}))
+        fs, path = resolve_fs(uri, storage_options)
     except (ValueError, ImportError) as exc:
         raise DecodeError(f"cannot open {uri}: {_one_line(exc)}") from exc
 
@@ -474,6 +500,9 @@ def open_audio(uri: str, *, storage_options: Mapping[str, Any] | None = None) ->
         fileobj.close()
         raise
     reader.info = dataclasses.replace(reader.info, size=size, etag=etag)
+    # The filesystem lives as long as the reader: an archive's (zip://...::) closes
+    # the archive when it is collected, under the open member.
+    reader._fs = fs
     return reader
 
 
@@ -481,13 +510,15 @@ def file_identity(info: Mapping[str, Any]) -> tuple[int | None, str | None]:
     """``(size, etag)`` from an fsspec ``info()``/``ls(detail=True)`` entry.
 
     The etag is the object store's ETag (quotes stripped) or, for local and
-    in-memory files, the modification time.
+    in-memory files, the modification time; for a zip member, its CRC-32.
     """
     size = info.get("size")
     etag = info.get("ETag") or info.get("etag")
     if etag is None:
         mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
         etag = None if mtime is None else str(mtime.isoformat() if hasattr(mtime, "isoformat") else mtime)
+    if etag is None and info.get("CRC") is not None:
+        etag = f"crc32:{int(info['CRC']):08x}"
     return (None if size is None else int(size)), (None if etag is None else str(etag).strip('"'))
 
 

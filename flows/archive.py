@@ -15,13 +15,13 @@ import time
 from datetime import date, datetime, timedelta
 from typing import Collection, Literal
 
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
+from audioclf_core.audio_io import resolve_fs
 from audioclf_core.bundle import DEFAULT_MODEL
 from audioclf_core.errors import ParameterError
 from audioclf_core.pipeline import Classifier, Tally
@@ -189,7 +189,7 @@ def check_request(sources: list[str], *, model: str | None, options: ArchiveOpti
     store_options = storage_options(options.endpoint_url)  # once: it may load a Secret block
     for src in sources:
         try:
-            fs, root = url_to_fs(src, **store_options)
+            fs, root = resolve_fs(src, store_options)
         except (ValueError, ImportError) as exc:
             raise ParameterError(f"cannot list {src}: {exc}") from None
         if isinstance(fs, LocalFileSystem) and not fs.exists(root):

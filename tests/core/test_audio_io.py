@@ -807,3 +807,75 @@ def test_list_recordings_filters_by_pattern_and_modification_time(tmp_path):
     assert len(list_recordings(str(tmp_path), modified_since=since.replace(tzinfo=None))) == 2
     x = next(f for f in list_recordings(str(tmp_path)) if f.uri.endswith("x.wav"))
     assert abs(x.modified.timestamp() - past) < 1
+
+
+def test_recordings_inside_a_zip_archive_are_listed_opened_and_identified(tmp_path):
+    """A chained URL (``zip://PREFIX::ARCHIVE``) lists the archive's members; each member's URI keeps
+    the chain, so it opens and decodes; its etag is the member's CRC-32 and its time the zip's."""
+    import zipfile
+    from datetime import datetime, timezone
+
+    from audioclf_core.audio_io import expand_inputs, list_recordings
+
+    a, b = truth(8000, 1, seconds=2.0), truth(16000, 2, seconds=1.0)
+    sf.write(tmp_path / "a.wav", a, 8000, subtype="FLOAT")
+    sf.write(tmp_path / "b.flac", b, 16000, subtype="PCM_24")
+    archive = tmp_path / "calls.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(zipfile.ZipInfo("2026/01/a.wav", date_time=(2026, 1, 5, 6, 7, 8)), (tmp_path / "a.wav").read_bytes(),
+                   compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr(zipfile.ZipInfo("2026/02/b.flac", date_time=(2026, 2, 3, 4, 5, 6)), (tmp_path / "b.flac").read_bytes())
+        z.writestr("2026/02/notes.txt", "not audio")
+    src = f"zip://2026::{archive}"
+
+    found = list_recordings(src)
+    assert [f.uri for f in found] == [f"zip://2026/01/a.wav::{archive}", f"zip://2026/02/b.flac::{archive}"]
+    with zipfile.ZipFile(archive) as z:
+        crcs = [z.getinfo(name).CRC for name in ("2026/01/a.wav", "2026/02/b.flac")]
+    assert [f.etag for f in found] == [f"crc32:{c:08x}" for c in crcs]
+    assert [f.modified for f in found] == [datetime(2026, 1, 5, 6, 7, 8, tzinfo=timezone.utc),
+                                           datetime(2026, 2, 3, 4, 5, 6, tzinfo=timezone.utc)]
+    assert list_recordings(src, modified_since=datetime(2026, 2, 1, tzinfo=timezone.utc)) == [found[1]]
+    assert list_recordings(src, pattern="02/*") == [found[1]]
+    assert expand_inputs([src])[0] == [f.uri for f in found]
+
+    for f, want, sr in zip(found, (a, b), (8000, 16000)):
+        with open_audio(f.uri) as reader:
+            assert (reader.info.sample_rate, reader.info.etag) == (sr, f.etag)
+            got = np.concatenate(list(reader.blocks(3000)))
+        np.testing.assert_allclose(got, want, atol=2 ** -22)
+
+
+def test_files_whose_store_keeps_no_time_are_kept_by_modified_since():
+    """A store that reports no modification time cannot show a file is old: it is listed
+    (and skipped downstream if done), not silently dropped."""
+    from datetime import datetime, timezone
+
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from audioclf_core.audio_io import list_recordings
+
+    class NoTimes(MemoryFileSystem):
+        """An in-memory store whose listings carry no times (as some stores' do not)."""
+
+        protocol = "notimes"
+        store, pseudo_dirs = {}, [""]
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            return MemoryFileSystem._strip_protocol(path.replace("notimes://", "memory://", 1))
+
+        def info(self, path, **kwargs):
+            return {k: v for k, v in super().info(path, **kwargs).items() if k != "created"}
+
+        def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
+            out = super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs)
+            out = {p: {k: v for k, v in i.items() if k != "created"} for p, i in out.items()}
+            return out if detail else sorted(out)
+
+    fsspec.register_implementation("notimes", NoTimes, clobber=True)
+    fs = NoTimes()
+    fs.pipe("/calls/a.wav", b"RIFF")
+    found = list_recordings("notimes://calls", modified_since=datetime(2030, 1, 1, tzinfo=timezone.utc))
+    assert [(f.uri, f.modified) for f in found] == [("notimes://calls/a.wav", None)]

@@ -167,3 +167,35 @@ def test_backfill_over_local_days_with_a_missing_folder(tmp_path, truth):
     state, _ = run(backfill, str(tmp_path / "results2"), sources=[str(tmp_path / "calls" / "2026/11/21")])
     assert state.is_failed() and "no such folder or file" in state.message, state.message
     assert not (tmp_path / "results2").exists()
+
+
+def test_recordings_inside_a_zip_archive_in_the_bucket_are_classified_once(s3, s3_server, s3_env, truth, tmp_path,
+                                                                            monkeypatch):
+    """Archives often arrive as zip files: ``zip://PREFIX::s3://bucket/archive.zip`` lists the members,
+    the endpoint reaches the bucket under the archive, and each member is a recording of its own."""
+    import zipfile
+
+    # Only the deployment's endpoint setting may lead to the store (the session's fallback goes nowhere).
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    fs, bucket = s3
+    archive = tmp_path / "calls.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name in SAMPLE_NAMES:
+            z.write(SAMPLES / name, f"calls/{name}")
+        z.writestr("calls/README.txt", "not audio")
+    fs.put_file(str(archive), f"{bucket}/archives/calls.zip")
+    src, out = f"zip://calls::s3://{bucket}/archives/calls.zip", f"s3://{bucket}/zip-results"
+
+    state, summary = run(classify_archive, src, out, options=ArchiveOptions())
+    assert state.is_completed(), state.message
+    assert (summary.listed, summary.processed, summary.failed) == (len(SAMPLE_NAMES), len(SAMPLE_NAMES), 0)
+    recs, segs = read_tables(out, s3_server)
+    want = {f"zip://calls/{name}::s3://{bucket}/archives/calls.zip": n for name, n in truth.items()}
+    assert dict(zip(recs.recording, recs.n_segments)) == want and (recs.status == "ok").all()
+    assert segs.groupby("recording").size().to_dict() == want
+    with zipfile.ZipFile(archive) as z:  # a member's identity is its CRC-32
+        assert set(recs.source_etag) == {f"crc32:{z.getinfo(f'calls/{n}').CRC:08x}" for n in SAMPLE_NAMES}
+
+    state, again = run(classify_archive, src, out, options=ArchiveOptions())
+    assert state.is_completed(), state.message
+    assert (again.listed, again.skipped, again.processed) == (len(SAMPLE_NAMES), len(SAMPLE_NAMES), 0)
