@@ -845,6 +845,16 @@ def test_recordings_inside_a_zip_archive_are_listed_opened_and_identified(tmp_pa
             got = np.concatenate(list(reader.blocks(3000)))
         np.testing.assert_allclose(got, want, atol=2 ** -22)
 
+    # a tar file reads the same way
+    import tarfile
+
+    with tarfile.open(tmp_path / "calls.tar.gz", "w:gz") as t:
+        t.add(tmp_path / "a.wav", "calls/a.wav")
+    (member,) = list_recordings(f"tar://calls::{tmp_path / 'calls.tar.gz'}")
+    assert member.uri == f"tar://calls/a.wav::{tmp_path / 'calls.tar.gz'}"
+    with open_audio(member.uri) as reader:
+        np.testing.assert_array_equal(np.concatenate(list(reader.blocks(5000))), a)
+
 
 def test_files_whose_store_keeps_no_time_are_kept_by_modified_since():
     """A store that reports no modification time cannot show a file is old: it is listed
