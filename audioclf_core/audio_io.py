@@ -25,7 +25,9 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
+import zipfile
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -223,8 +225,9 @@ def expand_inputs(
     for spec in specs:
         try:
             fs, path = resolve_fs(spec, options)
-        except (ValueError, ImportError) as exc:
-            warnings.append(f"cannot resolve '{spec}': {_one_line(exc)}; kept, to be reported as an error")
+        except (ValueError, ImportError, *storage_errors()) as exc:
+            reason = _os_reason(exc) if isinstance(exc, OSError) else _one_line(exc)
+            warnings.append(f"cannot resolve '{spec}': {reason}; kept, to be reported as an error")
             add(spec)
             continue
         try:
@@ -311,12 +314,21 @@ def resolve_fs(uri: str, storage_options: Mapping[str, Any] | None = None) -> tu
     fsspec gives plain options to a chain's first link only (the archive), so
     here each link gets them under its own protocol: one mapping (an S3
     endpoint, credentials) reaches the store the archive lives in.
+
+    A chained URL opens its archive here: a missing one raises ``FileNotFoundError``,
+    one that is not an archive ``ValueError``, a store's failure its own error.
     """
     options = dict(storage_options or {})
-    if "::" in uri and options:
+    if "::" not in uri:
+        return url_to_fs(uri, **options)
+    if options:
         links = {split_protocol(bit)[0] or "file" for bit in uri.split("::")}
         options = {protocol: dict(options) for protocol in links}
-    return url_to_fs(uri, **options)
+    try:
+        return url_to_fs(uri, **options)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        archive = uri.split("::", 1)[1]
+        raise ValueError(f"{archive} is not a readable archive ({_one_line(exc)})") from None
 
 
 def _to_uri(fs: fsspec.AbstractFileSystem, spec: str, path: str) -> str:
@@ -394,10 +406,7 @@ def list_recordings(
     if modified_since is not None and modified_since.tzinfo is None:
         modified_since = modified_since.replace(tzinfo=timezone.utc)
     try:
-        fs, root = resolve_fs(source, storage_options)
-    except (ValueError, ImportError) as exc:
-        raise ParameterError(f"cannot list {source}: {_one_line(exc)}") from exc
-    try:
+        fs, root = resolve_fs(source, storage_options)  # a chained URL's archive opens here
         if fs.isfile(root):
             entries = {root: fs.info(root)}
             root = posixpath.dirname(root.rstrip("/"))
@@ -409,6 +418,8 @@ def list_recordings(
             entries = {}
         else:
             raise FileNotFoundError(root)
+    except (ValueError, ImportError) as exc:
+        raise ParameterError(f"cannot list {source}: {_one_line(exc)}") from exc
     except FileNotFoundError:
         if missing_ok:
             return []
@@ -487,6 +498,8 @@ def open_audio(uri: str, *, storage_options: Mapping[str, Any] | None = None) ->
         fs, path = resolve_fs(uri, storage_options)
     except (ValueError, ImportError) as exc:
         raise DecodeError(f"cannot open {uri}: {_one_line(exc)}") from exc
+    except storage_errors() as exc:
+        raise _open_error(uri, exc) from exc
 
     size, etag = _stat(uri, fs, path)
     try:

@@ -26,6 +26,7 @@ from audioclf_core.bundle import DEFAULT_MODEL
 from audioclf_core.errors import ParameterError
 from audioclf_core.pipeline import Classifier, Tally
 from audioclf_core.results import ResultStore
+from audioclf_core.storage import storage_errors
 from tasks.classify import (
     BatchSummary,
     ClassifySpec,
@@ -192,6 +193,10 @@ def check_request(sources: list[str], *, model: str | None, options: ArchiveOpti
             fs, root = resolve_fs(src, store_options)
         except (ValueError, ImportError) as exc:
             raise ParameterError(f"cannot list {src}: {exc}") from None
+        except FileNotFoundError:
+            raise ParameterError(f"cannot list {src}: no such archive") from None
+        except storage_errors():
+            continue  # a store's outage: the listing task retries it
         if isinstance(fs, LocalFileSystem) and not fs.exists(root):
             raise ParameterError(f"cannot list {src}: no such folder or file")
     return spec, clf

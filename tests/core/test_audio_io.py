@@ -815,7 +815,7 @@ def test_recordings_inside_a_zip_archive_are_listed_opened_and_identified(tmp_pa
     import zipfile
     from datetime import datetime, timezone
 
-    from audioclf_core.audio_io import expand_inputs, list_recordings
+    from audioclf_core.audio_io import list_recordings
 
     a, b = truth(8000, 1, seconds=2.0), truth(16000, 2, seconds=1.0)
     sf.write(tmp_path / "a.wav", a, 8000, subtype="FLOAT")
@@ -889,3 +889,32 @@ def test_files_whose_store_keeps_no_time_are_kept_by_modified_since():
     fs.pipe("/calls/a.wav", b"RIFF")
     found = list_recordings("notimes://calls", modified_since=datetime(2030, 1, 1, tzinfo=timezone.utc))
     assert [(f.uri, f.modified) for f in found] == [("notimes://calls/a.wav", None)]
+
+
+def test_a_broken_or_missing_archive_is_one_clear_error(tmp_path):
+    import zipfile
+
+    from audioclf_core.audio_io import list_recordings
+
+    sf.write(tmp_path / "a.wav", truth(8000, 1), 8000)
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as z:
+        z.write(tmp_path / "a.wav", "a.wav")
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # cut short in a copy: no directory
+    missing = tmp_path / "missing.zip"
+
+    uris, warnings = expand_inputs([f"zip://::{broken}", f"zip://::{missing}"])
+    assert uris == [f"zip://::{broken}", f"zip://::{missing}"]  # kept, to become error rows
+    assert warnings == [
+        f"cannot resolve 'zip://::{broken}': {broken} is not a readable archive (File is not a zip file); "
+        "kept, to be reported as an error",
+        f"cannot resolve 'zip://::{missing}': no such file; kept, to be reported as an error",
+    ]
+    _expect_open_error(f"zip://::{broken}", f"{broken} is not a readable archive")
+    _expect_open_error(f"zip://a.wav::{missing}", "no such file")
+    with pytest.raises(ParameterError, match="is not a readable archive"):
+        list_recordings(f"zip://::{broken}")
+    with pytest.raises(SourceUnavailableError, match="no such folder"):
+        list_recordings(f"zip://::{missing}")
+    assert list_recordings(f"zip://::{missing}", missing_ok=True) == []
