@@ -140,6 +140,9 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
         (["models", "show", "foo://x.zip"], "cannot fetch model bundle foo://x.zip: Protocol not known: foo"),
         # audioclf run checks the same before it starts a flow run (no retries, no Prefect logs)
         (["run", "no/such/folder", "--out", "{tmp}"], "cannot list no/such/folder: no such folder or file"),
+        (["run", "zip://::no/such.zip", "--out", "{tmp}"], "cannot list zip://::no/such.zip: no such archive"),
+        (["run", "zip://::samples/call-001.wav", "--out", "{tmp}"],
+         "cannot list zip://::samples/call-001.wav: samples/call-001.wav is not a readable archive (File is not a zip file)"),
         (["run", "samples/", "--out", "{tmp}", "--workers", "0"], "--workers 0: Input should be greater than or equal to 1"),
         (["run", "samples/", "--out", "{tmp}", "--channels", "left"], "--channels 'left': Input should be 'mix' or 'split'"),
         (["run", "samples/", "--out", "{tmp}", "--model", "no-such-model"], "no model bundle 'no-such-model'"),
