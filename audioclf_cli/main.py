@@ -47,7 +47,7 @@ def _fail(exc: Exception) -> None:
 
 @app.command()
 def classify(
-    inputs: Annotated[list[str], typer.Argument(help="Files, folders (recursive), globs or fsspec URLs (s3://bucket/prefix/, file://, memory://).", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(help="Files, folders (recursive), globs or fsspec URLs (s3://bucket/prefix/, file://, memory://; zip://calls::s3://bucket/a.zip for recordings inside an archive).", show_default=False)],
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder or URL for segments/ and recordings/.", envvar="AUDIOCLF_OUT")],
     model: Annotated[str, typer.Option(help="Shipped bundle name, bundle folder/archive, or URL.", envvar="AUDIOCLF_MODEL")] = "",
     csv: Annotated[bool, typer.Option("--csv", help="Also write segments.csv and recordings.csv.")] = False,
@@ -81,7 +81,7 @@ def classify(
 
 @app.command()
 def run(
-    sources: Annotated[list[str], typer.Argument(help="Folders, prefixes or URLs (s3://calls/2026/11/); several make a backfill.", show_default=False)],
+    sources: Annotated[list[str], typer.Argument(help="Folders, prefixes or URLs (s3://calls/2026/11/, zip://::s3://calls/2026-11.zip); several make a backfill.", show_default=False)],
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder or URL.", envvar="AUDIOCLF_OUT")],
     model: Annotated[str, typer.Option(help="Shipped bundle name, bundle folder/archive, or URL.", envvar="AUDIOCLF_MODEL")] = "",
     csv: Annotated[bool, typer.Option("--csv", help="Also write segments.csv and recordings.csv.")] = False,
