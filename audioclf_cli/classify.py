@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Iterable, Mapping, Sequence
 
@@ -18,6 +19,13 @@ from audioclf_core.results import ResultStore
 from audioclf_core.storage import storage_options_for
 
 PART_RECORDINGS = 1000  # recordings per part file: a crash loses at most one part's work
+
+
+def default_workers() -> int:
+    """Decoding threads for ``classify``: the cores this process may use, at most 4 (inference
+    shares them, and beyond 4 the single inference thread becomes the limit)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
 
 
 class ClassifySummary(Tally):
@@ -45,13 +53,15 @@ def run_classify(
     endpoint_url: str | None = None,
     batch_windows: int = 1024,
     engine: str = "auto",
+    workers: int | None = None,
     console: Console | None = None,
 ) -> ClassifySummary:
     """Classify ``inputs`` and write the result tables to ``out``.
 
     Raises :class:`~audioclf_core.errors.AudioClfError` for problems with the
     request itself (no inputs, bad parameters, bad bundle, unwritable output);
-    problems with single recordings become error rows.
+    problems with single recordings become error rows. ``workers`` recordings are decoded
+    at once (default: :func:`default_workers`).
     """
     start = time.perf_counter()
     if not inputs:
@@ -64,7 +74,7 @@ def run_classify(
     warn = (lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)) if console is not None else None
     # Checks its own arguments (engine, batch size) and loads the model only when first used.
     clf = Classifier(bundle, silence=params, channels=channels, batch_windows=batch_windows, storage_options=options,
-                     engine=engine, warn=warn)
+                     engine=engine, warn=warn, workers=default_workers() if workers is None else workers)
     uris, warnings = expand_inputs(inputs, storage_options=options)
     if not uris:
         raise ParameterError("no recordings found in " + ", ".join(repr(i) for i in inputs))

@@ -61,6 +61,7 @@ def classify(
     endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint for s3:// inputs and outputs.", envvar="AUDIOCLF_S3_ENDPOINT_URL")] = None,
     batch_windows: Annotated[int, typer.Option(help="Model windows per inference batch.")] = 1024,
     engine: Annotated[str, typer.Option(help="Inference engine: 'litert' (no TensorFlow), 'keras', or 'auto' (LiteRT when the model converts).")] = "auto",
+    workers: Annotated[Optional[int], typer.Option(help="Recordings decoded at once, each in a thread (default: the cores, at most 4).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
     """Classify recordings and write one row per segment and one per recording."""
@@ -71,7 +72,8 @@ def classify(
     try:
         summary: ClassifySummary = run_classify(
             inputs=inputs, out=out, model=model or None, csv=csv, channels=channels, silence=silence,
-            endpoint_url=endpoint_url, batch_windows=batch_windows, engine=engine, console=None if quiet else err,
+            endpoint_url=endpoint_url, batch_windows=batch_windows, engine=engine, workers=workers,
+            console=None if quiet else err,
         )
     except AudioClfError as exc:
         _fail(exc)

@@ -132,6 +132,7 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
         (["classify", "samples/", "--out", "{tmp}", "--channels", "left"], "--channels 'left'"),
         (["classify", "samples/", "--out", "{tmp}", "--engine", "onnx"], "engine='onnx': use one of auto, litert, keras"),
         (["classify", "samples/", "--out", "{tmp}", "--batch-windows", "0"], "batch_windows=0 must be at least 1"),
+        (["classify", "samples/", "--out", "{tmp}", "--workers", "0"], "workers=0 must be a whole number, at least 1"),
         (["classify", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),
         (["models", "show", "nope"], "no model bundle 'nope'"),
         (["models", "list", "no/such/folder"], "no/such/folder: no such folder"),

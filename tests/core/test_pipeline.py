@@ -126,6 +126,68 @@ def test_batching_pools_recordings_and_does_not_change_answers(bundle):
             np.testing.assert_allclose(sa[4], sb[4], atol=1e-5)
 
 
+def _outcomes_equal(a, b):
+    assert (a.recording, a.status, a.error, a.n_segments) == (b.recording, b.status, b.error, b.n_segments)
+    for sa, sb in zip(a.segments, b.segments):
+        assert sa[:4] == sb[:4]
+        np.testing.assert_allclose(sa[4], sb[4], atol=1e-5)
+
+
+class _FinishOrder(Classifier):
+    """A classifier that notes the order in which its decoding threads finish recordings."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.finished = []
+
+    def _front(self, uri):
+        yield from super()._front(uri)
+        self.finished.append(uri)
+
+
+def test_parallel_decoding_keeps_input_order_errors_and_answers(bundle, bad_inputs, tmp_path):
+    good, cases = bad_inputs
+    y, sr = sf.read(SAMPLES / "call-001.wav", dtype="float32")
+    long = _write(tmp_path / "long.wav", np.tile(y, 20), sr)  # the first thread is busy with it ...
+    others = [str(SAMPLES / n) for n in sorted(TRUTH["recordings"]) if str(SAMPLES / n) != good]
+    files = [long, good, *cases, *others]  # ... while the others go on
+    one = list(Classifier(bundle, workers=1).classify(files))
+    par = _FinishOrder(bundle, workers=3, batch_windows=64)
+    many = list(par.classify(files))
+    assert par.finished != files and par.finished.index(long) > 1  # they did finish out of order
+    assert [o.recording for o in many] == files  # yet the outcomes come in input order
+    for a, b in zip(one, many):
+        _outcomes_equal(a, b)
+    assert sum(o.status == "error" for o in many) == sum(v[0] == "error" for v in cases.values())
+    assert many[0].status == "ok" and many[0].n_segments > 100
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_recording_given_twice_is_refused(bundle, workers):
+    uri = str(SAMPLES / "call-004-ulaw.wav")
+    gen = Classifier(bundle, workers=workers).classify([uri, str(SAMPLES / "call-001.wav"), uri])
+    with pytest.raises(ParameterError, match="call-004-ulaw.wav was given twice"):
+        list(gen)
+
+
+def test_closing_the_results_early_stops_the_decoding_threads(bundle, tmp_path):
+    import shutil
+    import threading
+
+    files = [shutil.copy(SAMPLES / "call-001.wav", tmp_path / f"call-{i:02d}.wav") for i in range(30)]
+    files = [str(f) for f in files]  # more segments than the queue holds: the threads wait on it
+    gen = Classifier(bundle, workers=3, batch_windows=1).classify(files)
+    assert next(gen).recording == files[0]
+    gen.close()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("audioclf-decode")]
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, "2"])
+def test_workers_must_be_a_whole_number_from_one(bundle, workers):
+    with pytest.raises(ParameterError, match="workers"):
+        Classifier(bundle, workers=workers)
+
+
 def _write(path, y, sr, **kw):
     sf.write(path, y, sr, **kw)
     return str(path)
