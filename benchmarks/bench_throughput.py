@@ -14,9 +14,10 @@ Usage::
    44.1 kHz stereo WAV and 44.1 kHz stereo MP3.
 2. Runs, each in a fresh process on the whole archive with the same bundle:
    (a) the reference recipe (``reference_recipe.py``: pydub, librosa, one
-   ``model.predict`` per chunk, a CSV), once; (b) ``audioclf classify``;
-   (c) ``audioclf run`` (the classify-archive flow, threads, ephemeral
-   Prefect API). (b) and (c) take the best of ``--repeat`` runs.
+   ``model.predict`` per chunk, a CSV), once; (b) ``audioclf classify``, and
+   (b1) with ``--workers 1`` (one decoding thread); (c) ``audioclf run`` (the
+   classify-archive flow, threads, ephemeral Prefect API). (b), (b1) and (c)
+   take the best of ``--repeat`` runs.
 3. Prints wall seconds, CPU seconds, peak RSS, the real-time factor (audio
    seconds per wall second) and the ratios to the reference and to classify;
    the stages (decode, resample, segment, features, inference, write) of the
@@ -156,9 +157,10 @@ def run_reference(root: Path, out: Path, *, model: str) -> tuple[ChildRun, dict]
     return run, json.loads(timings.read_text())
 
 
-def run_classify(root: Path, out: Path, *, model: str) -> ChildRun:
+def run_classify(root: Path, out: Path, *, model: str, workers: int | None = None) -> ChildRun:
     shutil.rmtree(out, ignore_errors=True)
-    return run_child([audioclf_cli(), "classify", str(root), "--out", str(out), "--model", model, "-q"])
+    more = [] if workers is None else ["--workers", str(workers)]
+    return run_child([audioclf_cli(), "classify", str(root), "--out", str(out), "--model", model, "-q", *more])
 
 
 def run_flow(root: Path, out: Path, *, model: str) -> ChildRun:
@@ -166,11 +168,13 @@ def run_flow(root: Path, out: Path, *, model: str) -> ChildRun:
     return run_child([audioclf_cli(), "run", str(root), "--out", str(out), "--model", model, "-q"], env=FLOW_ENV)
 
 
-def runs_table(audio_s: float, ref: ChildRun, clf: ChildRun, flow: ChildRun, *, repeat: int, model: str) -> Table:
+def runs_table(audio_s: float, ref: ChildRun, clf: ChildRun, clf1: ChildRun, flow: ChildRun, *, repeat: int,
+               model: str) -> Table:
     t = Table(f"Throughput: {audio_s / 3600:.2f} h of call audio, bundle {model}, each run a fresh process",
               ["run", "wall s", "CPU s", "peak RSS MiB", "x RT", "reference / this", "this / classify"])
     for name, r in (("(a) reference recipe (pydub, librosa, predict per chunk)", ref),
-                    ("(b) audioclf classify", clf), ("(c) audioclf run (Prefect flow, threads)", flow)):
+                    ("(b) audioclf classify", clf), ("(b1) audioclf classify --workers 1 (one decoding thread)", clf1),
+                    ("(c) audioclf run (Prefect flow, threads)", flow)):
         t.rows.append((name, r.wall_s, r.cpu_s, r.maxrss_mb, rt(audio_s, r.wall_s), f"{ref.wall_s / r.wall_s:,.1f}x",
                        f"{r.wall_s / clf.wall_s:.2f}"))
 
@@ -383,10 +387,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"(b) audioclf classify x{args.repeat} ...", flush=True)
     clf_run = best_of([run_classify(root, out / "classify", model=args.model) for _ in range(args.repeat)])
     print(f"  {clf_run.wall_s:.1f} s", flush=True)
+    print(f"(b1) audioclf classify --workers 1 x{args.repeat} ...", flush=True)
+    clf1_run = best_of([run_classify(root, out / "classify-1", model=args.model, workers=1) for _ in range(args.repeat)])
+    print(f"  {clf1_run.wall_s:.1f} s", flush=True)
     print(f"(c) audioclf run x{args.repeat} ...", flush=True)
     flow_run = best_of([run_flow(root, out / "flow", model=args.model) for _ in range(args.repeat)])
     print(f"  {flow_run.wall_s:.1f} s", flush=True)
-    show(runs_table(audio_s, ref_run, clf_run, flow_run, repeat=args.repeat, model=args.model))
+    show(runs_table(audio_s, ref_run, clf_run, clf1_run, flow_run, repeat=args.repeat, model=args.model))
 
     print("stages of audioclf, file by file ...", flush=True)
     ours, n_seg, n_win, engine = audioclf_stages(files, model=args.model, out=out / "stages")
