@@ -317,8 +317,8 @@ class Classifier:
     def classify(self, uris: Iterable[str]) -> Iterator[RecordingOutcome]:
         """Classify recordings; yield one outcome per URI, in input order.
 
-        A URI given twice is refused (:class:`ParameterError`) when its turn comes: its two
-        outcomes would have one key in the results.
+        A URI given twice raises :class:`ParameterError` once a decoding thread reaches its
+        second mention (its two outcomes would have one key in the results).
         """
         events = _fronts(self._front, uris, workers=self.workers, maxsize=8 * self.workers)
         pending: list[_Segment] = []
