@@ -104,6 +104,13 @@ def test_the_same_audio_at_other_rates_and_formats_segments_the_same(clf, tmp_pa
         assert np.abs(np.array(got) - np.array(base)).max() <= 0.021  # two frames: resampler ringing
 
 
+def _outcomes_equal(a, b):
+    assert (a.recording, a.status, a.error, a.n_segments) == (b.recording, b.status, b.error, b.n_segments)
+    for sa, sb in zip(a.segments, b.segments):
+        assert sa[:4] == sb[:4]
+        np.testing.assert_allclose(sa[4], sb[4], atol=1e-5)
+
+
 def test_batching_pools_recordings_and_does_not_change_answers(bundle):
     files = [str(SAMPLES / n) for n in sorted(TRUTH["recordings"])]
     big = Classifier(bundle, batch_windows=4096)
@@ -120,17 +127,7 @@ def test_batching_pools_recordings_and_does_not_change_answers(bundle):
     assert len(calls) == 1 and n_segments > 20  # every segment of every file in one forward pass
     one_by_one = list(Classifier(bundle, batch_windows=1).classify(files))
     for a, b in zip(pooled, one_by_one):
-        assert a.recording == b.recording and a.n_segments == b.n_segments
-        for sa, sb in zip(a.segments, b.segments):
-            assert sa[:4] == sb[:4]
-            np.testing.assert_allclose(sa[4], sb[4], atol=1e-5)
-
-
-def _outcomes_equal(a, b):
-    assert (a.recording, a.status, a.error, a.n_segments) == (b.recording, b.status, b.error, b.n_segments)
-    for sa, sb in zip(a.segments, b.segments):
-        assert sa[:4] == sb[:4]
-        np.testing.assert_allclose(sa[4], sb[4], atol=1e-5)
+        _outcomes_equal(a, b)
 
 
 class _FinishOrder(Classifier):
