@@ -68,6 +68,7 @@ def run_train(
     report: str | Path | None = None,
     workers: int = 2,
     augment: list[str] | None = None,
+    features: list[str] | None = None,
     console: Console | None = None,
 ):
     """Train (or fine-tune) a bundle and print its held-out figures; returns the :class:`TrainResult`."""
@@ -85,6 +86,7 @@ def run_train(
         test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat,
         max_windows_per_epoch=max_windows, time_budget_s=time_budget_s, name=name, version=version, report=report,
         verbose=verbose, log=log, workers=workers, augment=augment or (),
+        features=features or (),
     )
     if console is not None:
         b = result.bundle
@@ -168,6 +170,7 @@ def train_command(
     report: Annotated[Optional[Path], typer.Option(help="Also write the held-out evaluation report (report.md, plots, tables) here.")] = None,
     workers: Annotated[int, typer.Option(help="Threads that decode and augment training windows while the model trains.")] = 2,
     augment: Annotated[Optional[list[str]], typer.Option("--augment", metavar="NAME=VALUE", help="Change one augmentation parameter of the preset (or, with --from, of the parent's training; repeat the option); NAME=LOW,HIGH for a range, e.g. p_pitch=0.5, pitch=0.7,1.6, p_reverb=0.3, p_telephone=0. Names: audioclf_core.training.AugmentParams.")] = None,
+    feature: Annotated[Optional[list[str]], typer.Option("--feature", metavar="NAME=VALUE", help="Change one feature parameter of a new bundle's contract (repeat the option), e.g. fmin=300 and fmax=3400 for the telephone band only, n_mels=32, kind=mfcc. Not with --from: a fine-tune keeps its parent's contract. Names: audioclf_core.params.FeatureParams.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Train a bundle on labelled clips (or fine-tune one with --from) and evaluate it on held-out groups."""
@@ -181,7 +184,8 @@ def train_command(
             learning_rate=learning_rate, batch_size=batch_size, patience=patience, test_groups=test_group,
             val_groups=val_group, test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat, max_windows=max_windows,
             time_budget_s=None if time_budget_min is None else time_budget_min * 60, name=name, version=version,
-            report=report, workers=workers, augment=augment, console=None if quiet else err,
+            report=report, workers=workers, augment=augment, features=feature,
+            console=None if quiet else err,
         )
     except AudioClfError as exc:
         _fail(exc)

@@ -113,6 +113,21 @@ class FeatureParams(_Frozen):
             raise ValueError(f"fmax={self.fmax} must exceed fmin={self.fmin}")
         return self
 
+    def with_items(self, items) -> "FeatureParams":
+        """These features with ``NAME=VALUE`` items applied, as ``audioclf train --feature`` gives
+        them (``none`` for an optional value, e.g. ``fmax=none``); the result is validated."""
+        names = tuple(type(self).model_fields)
+        changes: dict[str, object] = {}
+        for item in items:
+            name, sep, text = (part.strip() for part in item.partition("="))
+            if not sep or name not in names:
+                raise ParameterError(f"--feature {item!r}: expected NAME=VALUE with NAME one of {', '.join(names)}")
+            changes[name] = None if text.lower() == "none" else text
+        try:
+            return self.replace(**changes)
+        except ParameterError as exc:
+            raise ParameterError(f"--feature {' '.join(items)}: {exc}") from None
+
     @property
     def n_features(self) -> int:
         """Number of feature rows per frame."""

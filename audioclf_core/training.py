@@ -38,7 +38,7 @@ from scipy import signal
 from .audio_io import AUDIO_EXTENSIONS, mix_to_mono, open_audio
 from .bundle import LITERT_FILE, MODEL_FILE, Bundle, Manifest, check_new_bundle, load_bundle, write_manifest
 from .errors import AudioClfError, BundleError, ParameterError
-from .features import FeatureExtractor
+from .features import FeatureExtractor, mel_filterbank
 from .params import POOLINGS, FeatureParams, Pooling, SilenceParams
 from .storage import check_local_folder
 
@@ -1194,6 +1194,22 @@ def _heldout_figures(evaluations: Mapping[str, Any], pooling: str) -> dict[str, 
     return figures
 
 
+def _check_band(task: TaskPreset) -> None:
+    """Refuse features that a contract's rate cannot give: a band above Nyquist, or mel bands
+    too narrow to hold one FFT bin (they would read a constant)."""
+    f = task.features
+    if (f.fmax or 0) > task.sample_rate / 2:
+        raise ParameterError(f"--feature fmax={f.fmax:g} is above the Nyquist frequency of the {task.name} "
+                             f"contract's {task.sample_rate} Hz")
+    if f.kind != "spectrogram":
+        bank = mel_filterbank(sr=task.sample_rate, n_fft=f.n_fft, n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax)
+        empty = int((bank.sum(axis=1) == 0).sum())
+        if empty:
+            raise ParameterError(f"--feature: {empty} of {f.n_mels} mel bands between {f.fmin:g} and "
+                                 f"{f.fmax or task.sample_rate / 2:g} Hz hold no FFT bin at n_fft={f.n_fft}; "
+                                 "choose fewer n_mels, a wider band or a larger n_fft")
+
+
 def train(
     data: str | Path | pd.DataFrame,
     *,
@@ -1224,6 +1240,7 @@ def train(
     verbose: int = 1,
     workers: int = 2,
     augment: Sequence[str] = (),
+    features: Sequence[str] = (),
     log: Log | None = None,
 ) -> TrainResult:
     """Train a bundle on labelled clips and evaluate it on held-out groups.
@@ -1265,6 +1282,10 @@ def train(
         Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
     augment : sequence of str
         ``NAME=VALUE`` changes to that augmentation (see :meth:`AugmentParams.with_items`).
+    features : sequence of str
+        ``NAME=VALUE`` changes to the preset's features (see :meth:`FeatureParams.with_items`),
+        e.g. ``fmin=300``, ``fmax=3400`` for a front end that sees the telephone band only.
+        A new bundle only: a fine-tune keeps its parent's contract.
     log : callable, optional
         Receives one line per step.
 
@@ -1302,6 +1323,9 @@ def train(
         if arch_kwargs:
             raise ParameterError(f"{', '.join(sorted(arch_kwargs))} cannot change in a fine-tune: it keeps the "
                                  f"network of {parent.path}")
+        if features:
+            raise ParameterError(f"features cannot change in a fine-tune ({' '.join(features)}): it keeps the "
+                                 f"contract of {parent.path}")
         task = fine_tune_preset(parent, preset)
         arch = parent.manifest.architecture or "unknown"
     else:
@@ -1310,6 +1334,9 @@ def train(
         if freeze_features:
             raise ParameterError("--freeze-features needs --from BUNDLE: there are no trained features to freeze")
         task = get_preset("smn" if preset is None else preset)
+        if features:
+            task = replace(task, features=task.features.with_items(features))
+            _check_band(task)
     if augment:
         task = replace(task, augment=task.augment.with_items(augment))
 

@@ -226,6 +226,11 @@ def test_bad_requests_are_one_line_errors(clips, tmp_path):
     assert "p_pitch=2.0 must be a probability" in line
     line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--augment", "pitch=1.5"))
     assert "pitch takes LOW,HIGH" in line
+    line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--feature", "fmin=300",
+                              "--feature", "fmax=5000"))
+    assert "--feature fmax=5000 is above the Nyquist frequency" in line
+    line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--feature", "n_mels=many"))
+    assert "--feature n_mels=many" in line and "valid integer" in line
     assert not (tmp_path / "b").exists()
 
 

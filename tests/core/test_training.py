@@ -21,7 +21,7 @@ from audioclf_core.evaluation import (
     roc_auc_ovr, wilson_interval, write_report,
 )
 from audioclf_core import training
-from audioclf_core.features import FeatureExtractor
+from audioclf_core.features import FeatureExtractor, mel_filterbank
 from audioclf_core.training import (
     time_stretch,
     PRESETS,
@@ -232,6 +232,36 @@ def test_a_fine_tune_trains_as_its_parent_was_trained_unless_a_preset_is_named(t
     smn = PRESETS["smn"]
     assert (task.crop, task.augment, task.noise_label) == (smn.crop, smn.augment, smn.noise_label)
     assert (task.features, task.labels, task.name) == (own.features, own.labels, own.name)
+
+
+@pytest.mark.slow
+def test_a_new_bundle_can_take_other_features_and_a_fine_tune_cannot(trained, dataset, tmp_path):
+    from audioclf_core.pipeline import Classifier
+
+    kw = dict(arch="cnn", arch_kwargs={"width": 4}, epochs=1, batch_size=16, max_windows_per_epoch=32,
+              test_groups=TEST_GROUPS, val_fraction=0.0, verbose=0, workers=1)
+    band = train(dataset, out=tmp_path / "band", features=["fmin=300", "fmax=3400", "n_mels=24"], **kw).bundle
+    b = load_bundle(band.path)
+    f = b.manifest.features
+    assert (f.fmin, f.fmax, f.n_mels) == (300.0, 3400.0, 24)
+    assert b.input_shape == (97, 24) and b.model.input_shape[1:3] == (97, 24)
+    # The saved contract is the one inference computes: a 1 kHz tone peaks in the band whose
+    # filter over 300-3400 Hz weighs 1 kHz most, not where the full band's 24 filters would put it.
+    tone = np.sin(2 * np.pi * 1000 * np.arange(SR) / SR).astype(np.float32)
+    peak = int(b.features.windows(tone, window=SR, hop=SR // 2)[0].mean(axis=0).argmax())
+    k = round(1000 / (SR / 2) * (f.n_fft // 2))
+    assert peak == mel_filterbank(sr=SR, n_fft=f.n_fft, n_mels=24, fmin=300, fmax=3400)[:, k].argmax()
+    assert peak != mel_filterbank(sr=SR, n_fft=f.n_fft, n_mels=24)[:, k].argmax()
+    out = Classifier(b).classify_one(str(DATA / "speech_en_transfer.wav"))
+    assert out.status == "ok" and out.segments and all(seg[4].shape == (3,) for seg in out.segments)
+    with pytest.raises(ParameterError, match="features cannot change in a fine-tune"):
+        train(dataset, out=tmp_path / "ft", from_bundle=trained.bundle.path, features=["fmin=300"], epochs=1, verbose=0)
+    for items, message in ((["fmax=5000"], "above the Nyquist frequency"), (["fmax=200"], "hold no FFT bin"),
+                           (["hop=3"], "expected NAME=VALUE with NAME one of kind, n_fft"),
+                           (["fmin=3400", "fmax=300"], "must exceed fmin")):
+        with pytest.raises(ParameterError, match=message):
+            train(dataset, out=tmp_path / "bad", features=items, **kw)
+    assert not (tmp_path / "ft").exists() and not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow
