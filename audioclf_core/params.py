@@ -38,6 +38,15 @@ def _describe(name: str, exc: ValidationError) -> str:
     return f"invalid {name}: " + "; ".join(parts)
 
 
+def split_setting(item: str, names, *, option: str) -> tuple[str, str]:
+    """``NAME=VALUE`` as a command-line ``option`` gives it: ``(NAME, VALUE)``, stripped, with
+    NAME one of ``names``; anything else is a :class:`ParameterError` that lists them."""
+    name, sep, text = (part.strip() for part in item.partition("="))
+    if not sep or name not in names:
+        raise ParameterError(f"{option} {item!r}: expected NAME=VALUE with NAME one of {', '.join(names)}")
+    return name, text
+
+
 class SilenceParams(_Frozen):
     """How a recording is cut into segments at its silences.
 
@@ -119,9 +128,7 @@ class FeatureParams(_Frozen):
         names = tuple(type(self).model_fields)
         changes: dict[str, object] = {}
         for item in items:
-            name, sep, text = (part.strip() for part in item.partition("="))
-            if not sep or name not in names:
-                raise ParameterError(f"--feature {item!r}: expected NAME=VALUE with NAME one of {', '.join(names)}")
+            name, text = split_setting(item, names, option="--feature")
             changes[name] = None if text.lower() == "none" else text
         try:
             return self.replace(**changes)

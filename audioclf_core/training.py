@@ -39,7 +39,7 @@ from .audio_io import AUDIO_EXTENSIONS, mix_to_mono, open_audio
 from .bundle import LITERT_FILE, MODEL_FILE, Bundle, Manifest, check_new_bundle, load_bundle, write_manifest
 from .errors import AudioClfError, BundleError, ParameterError
 from .features import FeatureExtractor, mel_filterbank
-from .params import POOLINGS, FeatureParams, Pooling, SilenceParams
+from .params import POOLINGS, FeatureParams, Pooling, SilenceParams, split_setting
 from .storage import check_local_folder
 
 SPLITS = ("train", "val", "test")
@@ -164,9 +164,7 @@ class AugmentParams:
         kinds = {f.name: type(getattr(self, f.name)) for f in fields(self)}
         changes: dict[str, Any] = {}
         for item in items:
-            name, sep, text = (part.strip() for part in item.partition("="))
-            if not sep or name not in kinds:
-                raise ParameterError(f"--augment {item!r}: expected NAME=VALUE with NAME one of {', '.join(kinds)}")
+            name, text = split_setting(item, kinds, option="--augment")
             try:
                 if kinds[name] is tuple:
                     low, high = (float(x) for x in text.split(","))
