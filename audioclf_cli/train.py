@@ -144,7 +144,7 @@ def run_evaluate(
 
 
 def train_command(
-    data: Annotated[str, typer.Argument(help="Folder of label folders (its manifest.csv is used if present), or a CSV manifest with path,label[,group[,synthetic]].", show_default=False)],
+    data: Annotated[str, typer.Argument(help="Folder of label folders (a sub-folder <label>/<group>/ names a group; its manifest.csv is used if present), or a CSV manifest with path,label[,group[,synthetic]].", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the new bundle; it must not hold one (bundles are never overwritten).")],
     arch: Annotated[str, typer.Option(help="Architecture: resnet, cnn or mlp (ignored with --from).")] = "resnet",
     from_bundle: Annotated[Optional[str], typer.Option("--from", help="Fine-tune this bundle (shipped name, folder or URL); keeps its contract and network and writes a new version to --out.")] = None,

@@ -296,7 +296,9 @@ def load_table(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     data : str, Path or DataFrame
         A CSV manifest with columns ``path``, ``label`` and optionally ``group`` (and
         ``synthetic``); relative paths are relative to the CSV's folder. Or a folder: its
-        ``manifest.csv`` if it has one, else every audio file in ``<folder>/<label>/``.
+        ``manifest.csv`` if it has one, else every audio file in ``<folder>/<label>/``;
+        there, a sub-folder names a group (``<label>/<group>/...``: one voice, one source),
+        and a file directly in its label folder is a group of its own.
 
     Returns
     -------
@@ -318,13 +320,13 @@ def load_table(data: str | Path | pd.DataFrame) -> pd.DataFrame:
             base = where.parent
         elif where.is_dir():
             rows = [
-                {"path": str(p), "label": d.name}
+                {"path": str(p), "label": d.name, "group": _folder_group(d, p)}
                 for d in sorted(where.iterdir())
                 if d.is_dir() and not d.name.startswith(".")
                 for p in sorted(d.rglob("*"))
                 if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
             ]
-            table, base = pd.DataFrame(rows, columns=["path", "label"]), where
+            table, base = pd.DataFrame(rows, columns=["path", "label", "group"]), where
         else:
             raise ParameterError(f"no training data at {data}: not a folder of label folders or a CSV manifest")
     missing = {"path", "label"} - set(table.columns)
@@ -340,6 +342,15 @@ def load_table(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     table["group"] = table["group"].fillna(table["path"]).astype(str)
     table["synthetic"] = _flag(table["synthetic"]) if "synthetic" in table.columns else False
     return table
+
+
+def _folder_group(label_dir: Path, path: Path) -> str | None:
+    """The group of a clip found under ``<label>/``: the first folder below the label folder
+    (``speech/caller-17/a.wav`` and ``speech/caller-17/day2/b.wav`` are one group,
+    ``caller-17``, in every label), or None for a file directly in the label folder (its own
+    group)."""
+    parts = path.relative_to(label_dir).parts
+    return parts[0] if len(parts) > 1 else None
 
 
 def _flag(col: pd.Series) -> pd.Series:
@@ -1352,6 +1363,9 @@ def train(
                         test_groups=test_groups, val_groups=val_groups)
     say(f"{len(table)} clips, {table['group'].nunique()} groups, labels {', '.join(labels)}; "
         f"split by group: " + ", ".join(f"{s} {int((split == s).sum())} clips / {table.loc[split == s, 'group'].nunique()} groups" for s in SPLITS))
+    if len(table) > 1 and table["group"].nunique() == len(table):
+        say("every clip is its own group: clips of one voice or source may fall on both sides of the split "
+            "and flatter the held-out figures; name groups with sub-folders (<label>/<group>/...) or a group column")
 
     sr = task.sample_rate
     t_load = time.monotonic()

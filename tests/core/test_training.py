@@ -498,6 +498,21 @@ def test_tables_from_folders_and_csv(tmp_path):
         load_table(tmp_path / "nowhere")
 
 
+def test_sub_folders_of_a_label_folder_name_groups(tmp_path):
+    clip = DATA / "speech_en_transfer.wav"
+    for rel in ("speech/alice/a.wav", "speech/alice/day2/b.wav", "speech/c.wav", "music/alice/d.wav",
+                "music/bob/e.wav", "music/f.wav"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, tmp_path / rel)
+    t = load_table(tmp_path)
+    group = {Path(p).name: g for p, g in zip(t.path, t.group)}
+    assert group["a.wav"] == group["b.wav"] == group["d.wav"] == "alice" and group["e.wav"] == "bob"
+    assert group["c.wav"] == str(tmp_path / "speech" / "c.wav") and group["f.wav"] == str(tmp_path / "music" / "f.wav")
+    for seed in range(6):  # a voice heard in two labels is never split
+        split = group_split(t, test_fraction=0.4, val_fraction=0.2, seed=seed)
+        assert split[t.group == "alice"].nunique() == 1
+
+
 def test_a_relative_data_folder_names_its_clips_once(tmp_path, monkeypatch):
     (tmp_path / "data" / "speech").mkdir(parents=True)
     shutil.copy(DATA / "speech_en_transfer.wav", tmp_path / "data" / "speech")
