@@ -1,6 +1,7 @@
 """Held-out evaluation of a window classifier: metrics, tables, plots and a one-page report.
 
-The unit is the *segment*: each clip is cut into the bundle's windows by
+The unit is the *segment*: a clip, or each sound of a clip longer than a segment can be (cut at
+its silences by :func:`audioclf_core.training.cut_recordings`), is cut into the bundle's windows by
 :meth:`FeatureExtractor.windows` and its windows' probabilities are pooled as the bundle's
 manifest says (:func:`audioclf_core.pipeline.pool_windows`), exactly as
 :class:`audioclf_core.pipeline.Classifier` scores a segment. Metrics are computed here with
@@ -159,6 +160,10 @@ class Evaluation:
         float32, shape ``(n, len(labels))``: pooled window probabilities per segment.
     files, groups : list of str
         Where each segment came from.
+    spans : np.ndarray or None
+        float, shape ``(n, 2)``: each segment's start and end in its file, seconds (a long
+        labelled recording gives several segments; see
+        :func:`audioclf_core.training.cut_recordings`).
     """
 
     labels: tuple[str, ...]
@@ -166,6 +171,7 @@ class Evaluation:
     probs: np.ndarray
     files: list[str]
     groups: list[str]
+    spans: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -210,9 +216,14 @@ class Evaluation:
                              "accuracy": g["correct"].mean()}).reset_index()
 
     def table(self) -> pd.DataFrame:
-        """Every segment: file, group, true and predicted label, and one probability column per label."""
-        df = pd.DataFrame({"file": self.files, "group": self.groups, "true": [self.labels[i] for i in self.y_true],
-                           "predicted": [self.labels[i] for i in self.y_pred]})
+        """Every segment: file (with start and end, seconds, when known), group, true and predicted
+        label, and one probability column per label."""
+        df = pd.DataFrame({"file": self.files})
+        if self.spans is not None:
+            df["start_s"], df["end_s"] = np.round(self.spans[:, 0], 3), np.round(self.spans[:, 1], 3)
+        df["group"] = self.groups
+        df["true"] = [self.labels[i] for i in self.y_true]
+        df["predicted"] = [self.labels[i] for i in self.y_pred]
         for j, lab in enumerate(self.labels):
             df[f"p_{lab}"] = np.round(self.probs[:, j].astype(float), 5)
         return df
@@ -284,7 +295,7 @@ def segment_probs(
 def evaluate_clips(
     model, clips: Sequence[np.ndarray], true_labels: Sequence[str], *, labels: Sequence[str], fx: FeatureExtractor,
     window: int, hop: int, pooling: str = "mean", files: Sequence[str] | None = None,
-    groups: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None, spans: np.ndarray | None = None,
 ) -> Evaluation:
     """Score a Keras model on clips with known labels (see :class:`Evaluation`); a clip's
     windows pool as ``pooling`` says (the bundle's :attr:`Manifest.pooling`)."""
@@ -300,7 +311,8 @@ def evaluate_clips(
     n = len(clips)
     return Evaluation(labels=labels, y_true=np.array([index[t] for t in true_labels], dtype=int), probs=probs,
                       files=list(files) if files is not None else [str(i) for i in range(n)],
-                      groups=list(groups) if groups is not None else [""] * n)
+                      groups=list(groups) if groups is not None else [""] * n,
+                      spans=None if spans is None else np.asarray(spans, dtype=float).reshape(n, 2))
 
 
 CONDITIONS = ("as-is", "telephone")
@@ -325,7 +337,7 @@ def evaluate_bundle(
     condition : {"as-is", "telephone"}
         Score the clips as they are, or through a fixed telephone channel (300-3400 Hz, mu-law).
     """
-    from .training import decoded, load_clips, load_table, telephone
+    from .training import cut_recordings, decoded, load_clips, load_table, telephone
 
     if condition not in CONDITIONS:
         raise ParameterError(f"condition={condition!r}: use one of {', '.join(CONDITIONS)}")
@@ -349,11 +361,12 @@ def evaluate_bundle(
     ok = decoded(clips, errors, data=data, log=log)
     table = table[ok].reset_index(drop=True)
     clips = [c for c, k in zip(clips, ok) if k]
+    clips, table, _ = cut_recordings(clips, table, sr=b.sample_rate, silence=b.manifest.silence, log=log)
     if condition == "telephone":
         clips = [telephone(c, sr=b.sample_rate) for c in clips]
     return evaluate_clips(b.model, clips, table["label"].tolist(), labels=b.labels, fx=b.features,
                           window=b.window_samples, hop=b.hop_samples, pooling=b.pooling, files=table["path"].tolist(),
-                          groups=table["group"].tolist())
+                          groups=table["group"].tolist(), spans=table[["start_s", "end_s"]].to_numpy())
 
 
 # --------------------------------------------------------------------------------------

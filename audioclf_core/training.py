@@ -40,6 +40,7 @@ from .bundle import LITERT_FILE, MODEL_FILE, Bundle, Manifest, check_new_bundle,
 from .errors import AudioClfError, BundleError, ParameterError
 from .features import FeatureExtractor, mel_filterbank
 from .params import POOLINGS, FeatureParams, Pooling, SilenceParams, split_setting
+from .segment import split_nonsilent
 from .storage import check_local_folder
 
 SPLITS = ("train", "val", "test")
@@ -486,6 +487,58 @@ def decoded(clips: Sequence[np.ndarray | None], errors: Sequence[str], *, data, 
     if log:
         log(f"{int((~ok).sum())} clips did not decode and are left out; the first: {first}")
     return ok
+
+
+def cut_recordings(
+    clips: Sequence[np.ndarray], table: pd.DataFrame, *, sr: int, silence: SilenceParams, log: Log | None = None,
+) -> tuple[list[np.ndarray], pd.DataFrame, np.ndarray]:
+    """Cut the clips that are longer than a segment can be into the segments ``classify`` makes.
+
+    A clip no longer than the contract's ``max_segment_s`` is a labelled sound and stays whole.
+    A longer one (a labelled recording: a call, an album side) could never be one segment at
+    inference, so it is cut at its silences with the contract's silence rule, as the pipeline
+    cuts a recording; each sound becomes a row with the clip's label and group, and the
+    silences between them are neither trained on nor scored. A long clip with no sound above
+    the silence threshold is left out.
+
+    Returns
+    -------
+    clips : list of np.ndarray
+        The whole clips and the pieces, in the order of ``table``.
+    table : DataFrame
+        ``table``'s rows repeated per piece, with columns ``start_s`` and ``end_s``.
+    source : np.ndarray
+        int, each new row's position in ``table`` (to carry other per-row data along).
+    """
+    longest = silence.max_segment_s * sr
+    out: list[np.ndarray] = []
+    source: list[int] = []
+    spans: list[tuple[int, int]] = []
+    cut = pieces = silent = 0
+    for i, y in enumerate(clips):
+        if len(y) <= longest:
+            out.append(y)
+            source.append(i)
+            spans.append((0, len(y)))
+            continue
+        bounds = split_nonsilent(y, sr=sr, params=silence)
+        cut += 1
+        pieces += len(bounds)
+        silent += not len(bounds)
+        for a, b in bounds:
+            out.append(y[a:b])
+            source.append(i)
+            spans.append((int(a), int(b)))
+    if log and cut:
+        log(f"{cut} clips longer than {silence.max_segment_s:g} s (a segment's longest) were cut at their silences "
+            f"into {pieces} segments, as classify cuts recordings" + (f"; {silent} held no sound and are left out" if silent else ""))
+    if not out:
+        raise ParameterError("no sound left to learn from or score: every clip is silent")
+    src = np.asarray(source, dtype=np.int64)
+    t = table.iloc[src].reset_index(drop=True)
+    t["start_s"] = [a / sr for a, _ in spans]
+    t["end_s"] = [b / sr for _, b in spans]
+    return out, t, src
 
 
 # --------------------------------------------------------------------------------------
@@ -1363,7 +1416,7 @@ def train(
                         test_groups=test_groups, val_groups=val_groups)
     say(f"{len(table)} clips, {table['group'].nunique()} groups, labels {', '.join(labels)}; "
         f"split by group: " + ", ".join(f"{s} {int((split == s).sum())} clips / {table.loc[split == s, 'group'].nunique()} groups" for s in SPLITS))
-    if len(table) > 1 and table["group"].nunique() == len(table):
+    if len(table) > 1 and (table["group"] == table["path"]).all():  # no group named anywhere
         say("every clip is its own group: clips of one voice or source may fall on both sides of the split "
             "and flatter the held-out figures; name groups with sub-folders (<label>/<group>/...) or a group column")
 
@@ -1374,8 +1427,11 @@ def train(
     table = table[ok].reset_index(drop=True)
     split = split[ok].reset_index(drop=True)
     clips = [c for c, k in zip(clips, ok) if k]
+    say(f"decoded {len(clips)} clips, {sum(len(c) for c in clips) / sr / 3600:.2f} h, in {time.monotonic() - t_load:.0f} s")
+    n_cut = sum(len(c) > task.silence.max_segment_s * sr for c in clips)
+    clips, table, source = cut_recordings(clips, table, sr=sr, silence=task.silence, log=say)
+    split = split.iloc[source].reset_index(drop=True)
     lengths = pd.Series([len(c) for c in clips])
-    say(f"decoded {len(clips)} clips, {lengths.sum() / sr / 3600:.2f} h, in {time.monotonic() - t_load:.0f} s")
     y_all = table["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
     for lab in labels:
         if not ((table["label"] == lab) & (split == "train")).any():
@@ -1452,7 +1508,7 @@ def train(
             evaluations[cond] = evaluate_clips(
                 model, [transform(c) if transform else c for c in test_clips], meta["label"].tolist(), labels=labels,
                 fx=fx, window=window, hop=hop, pooling=task.pooling, files=meta["path"].tolist(),
-                groups=meta["group"].tolist(),
+                groups=meta["group"].tolist(), spans=meta[["start_s", "end_s"]].to_numpy(),
             )
             say(f"held-out ({cond}): segment accuracy {evaluations[cond].accuracy:.4f}, macro F1 {evaluations[cond].macro_f1:.4f}")
     else:
@@ -1474,6 +1530,7 @@ def train(
         "synthetic_hours_per_label": _hours(table[table["synthetic"]], lengths[table["synthetic"].to_numpy()], sr)
         if table["synthetic"].any() else {},
         "decode_errors": len(errors),
+        "long_clips_cut_at_silences": int(n_cut),  # their segments count as clips here
         "split": {s: summary(s) for s in SPLITS},
         "split_rule": f"by group, seed {seed}; test_fraction {test_fraction}, val_fraction {val_fraction}"
         + (f"; test groups named: {list(test_groups)}" if test_groups else "")

@@ -22,6 +22,7 @@ from audioclf_core.evaluation import (
 )
 from audioclf_core import training
 from audioclf_core.features import FeatureExtractor, mel_filterbank
+from audioclf_core.params import SilenceParams
 from audioclf_core.training import (
     time_stretch,
     PRESETS,
@@ -31,6 +32,7 @@ from audioclf_core.training import (
     band_limit,
     change_speed,
     class_weights,
+    cut_recordings,
     decoded,
     ensemble,
     group_split,
@@ -394,7 +396,7 @@ def test_evaluating_a_bundle_on_its_own_clips_counts_every_clip(trained, dataset
     write_report(ev, tmp_path / "rep", title="own clips")
     mis = pd.read_csv(tmp_path / "rep" / "misclassified.csv")
     assert len(mis) == int((ev.y_pred != ev.y_true).sum())
-    assert list(mis.columns) == ["file", "group", "true", "predicted", "p_speech", "p_music", "p_noise"]
+    assert list(mis.columns) == ["file", "start_s", "end_s", "group", "true", "predicted", "p_speech", "p_music", "p_noise"]
 
 
 @pytest.mark.slow
@@ -511,6 +513,73 @@ def test_sub_folders_of_a_label_folder_name_groups(tmp_path):
     for seed in range(6):  # a voice heard in two labels is never split
         split = group_split(t, test_fraction=0.4, val_fraction=0.2, seed=seed)
         assert split[t.group == "alice"].nunique() == 1
+
+
+def _tone_bursts(spans_s, total_s, sr=8000):
+    y = np.zeros(int(total_s * sr), np.float32)
+    for a, b in spans_s:
+        t = np.arange(int(a * sr), int(b * sr))
+        y[t] = 0.3 * np.sin(2 * np.pi * 440 * t / sr)
+    return y
+
+
+def test_long_clips_are_cut_at_their_silences_and_short_ones_stay_whole():
+    sr, silence = 8000, SilenceParams()  # 500 ms silences, 100 ms kept each side, 30 s at most
+    bursts = [(1.0, 3.0), (5.0, 9.5), (12.0, 12.6), (20.0, 28.0)]
+    long_ = _tone_bursts(bursts, 34.0)
+    short = _tone_bursts([(0.2, 1.0), (2.5, 3.0)], 3.5)  # a pause inside, but one labelled sound
+    silent = np.zeros(40 * sr, np.float32)
+    drone = _tone_bursts([(0.0, 45.0)], 45.0)  # one sound longer than a segment can be
+    table = pd.DataFrame({"path": ["long", "short", "silent", "drone"], "label": ["music", "speech", "noise", "noise"],
+                          "group": ["g1", "g2", "g3", "g4"]})
+    logged = []
+    clips, t, source = cut_recordings([long_, short, silent, drone], table, sr=sr, silence=silence, log=logged.append)
+    assert t.path.tolist() == ["long"] * 4 + ["short"] + ["drone"] * 2 and source.tolist() == [0, 0, 0, 0, 1, 3, 3]
+    assert (t.label == t.path.map({"long": "music", "short": "speech", "drone": "noise"})).all()
+    pad = silence.keep_silence_ms / 1000
+    np.testing.assert_allclose(t[["start_s", "end_s"]].to_numpy()[:4], [(a - pad, b + pad) for a, b in bursts], atol=0.011)
+    assert (t.start_s[4], t.end_s[4]) == (0.0, 3.5) and clips[4] is short
+    assert t.end_s[5] == t.start_s[6] == pytest.approx(30.0, abs=0.011) and t.end_s[6] == pytest.approx(45.0)
+    for c, (a, b) in zip(clips, t[["start_s", "end_s"]].to_numpy()):
+        assert len(c) == round((b - a) * sr)
+    np.testing.assert_array_equal(clips[1], long_[int(4.9 * sr): int(9.6 * sr)])
+    assert "3 clips longer than 30 s" in logged[0] and "into 6 segments" in logged[0] and "1 held no sound" in logged[0]
+    with pytest.raises(ParameterError, match="every clip is silent"):
+        cut_recordings([silent], table.iloc[:1], sr=sr, silence=silence)
+
+
+def _long_call(path: Path) -> list[tuple[float, float]]:
+    """Three prompts said three times with 1 s of silence after each (31 s, longer than a
+    segment can be) written to ``path``; returns where each prompt lies, seconds."""
+    sr, gap = 8000, np.zeros(8000, np.float32)
+    speech = [sf.read(DATA / f"speech_en_{n}.wav", dtype="float32")[0] for n in ("queue-thereare", "transfer", "vm-nobodyavail")]
+    parts, placed, t = [], [], 0.0
+    for _ in range(3):
+        for y in speech:
+            parts += [y, gap]
+            placed.append((t, t + len(y) / sr))
+            t += (len(y) + len(gap)) / sr
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.concatenate(parts), sr)
+    return placed
+
+
+@pytest.mark.slow
+def test_evaluating_labelled_recordings_scores_their_segments(tmp_path):
+    """A labelled recording longer than a segment is scored as classify would cut it."""
+    placed = _long_call(tmp_path / "speech" / "call-1" / "long.wav")
+    (tmp_path / "music").mkdir()
+    shutil.copy(DATA / "music_reno_project-system.wav", tmp_path / "music")
+    ev = evaluate_bundle("speech-music-noise", tmp_path)
+    assert ev.n == 10 and ev.groups.count("call-1") == 9
+    rows = ev.table()
+    mine = rows[rows.group == "call-1"].sort_values("start_s")
+    # One segment per placed prompt: inside it (plus the 100 ms kept at each edge) and most of it
+    # (the prompts' own quiet lead-in and tail fall under the silence threshold).
+    for (s0, s1), (a, b) in zip(mine[["start_s", "end_s"]].to_numpy(), placed):
+        assert a - 0.11 <= s0 < s1 <= b + 0.11 and s1 - s0 >= 0.8 * (b - a)
+    assert rows[rows.group != "call-1"][["start_s", "end_s"]].to_numpy().tolist() == [[0.0, 4.0]]
+    assert (mine.true == "speech").all()
 
 
 def test_a_relative_data_folder_names_its_clips_once(tmp_path, monkeypatch):
@@ -864,6 +933,38 @@ def test_training_mixes_only_training_noise_and_repeats_only_real_clips(dataset,
     assert len(s.repeat) == len(train_rows)
     assert s.repeat.tolist() == np.where(train_rows.synthetic == 1, 1, 3).tolist()  # clips in the manifest's order
     assert (s.repeat == 1).sum() == (train_rows.synthetic == 1).sum() > 0
+
+
+def test_training_learns_the_sounds_of_a_long_recording_not_its_silences(dataset, tmp_path, monkeypatch):
+    table = pd.read_csv(dataset / "manifest.csv")
+    _long_call(tmp_path / "long.wav")
+    long_row = {"path": str(tmp_path / "long.wav"), "label": "speech", "group": "call-1", "synthetic": 0}
+    table = pd.concat([table.iloc[:1], pd.DataFrame([long_row]), table.iloc[1:]], ignore_index=True)
+    table.loc[table.group == "allison-digits", "synthetic"] = 1
+    table.to_csv(tmp_path / "manifest.csv", index=False)
+    made = []
+
+    class Recording(training.WindowSampler):
+        def __post_init__(self):
+            super().__post_init__()
+            made.append(self)
+
+    monkeypatch.setattr(training, "WindowSampler", Recording)
+    b = train(tmp_path / "manifest.csv", out=tmp_path / "b", arch="mlp", preset="smn", epochs=1, batch_size=16,
+              max_windows_per_epoch=64, test_groups=TEST_GROUPS, val_fraction=0.0, real_repeat=3, verbose=0,
+              workers=1).bundle
+    s = made[-1]
+    train_rows = table[~table.group.isin(TEST_GROUPS)].reset_index(drop=True)
+    k = int(np.flatnonzero(train_rows.group == "call-1")[0])
+    assert len(s.clips) == len(train_rows) - 1 + 9  # the recording's nine prompts, not its silences
+    prompts = s.clips[k: k + 9]
+    assert all(len(c) <= 3.1 * SR for c in prompts) and (s.labels[k: k + 9] == 0).all()  # speech, in the manifest's place
+    silent = [float(np.sqrt(np.mean(c[:80] ** 2))) for c in prompts]
+    assert max(silent) < 0.05  # each piece starts in the kept edge of a pause, not mid-word
+    rows = np.where(train_rows.synthetic == 1, 1, 3).tolist()
+    assert s.repeat.tolist() == rows[:k] + [3] * 9 + rows[k + 1:]  # repeats follow their rows
+    assert (s.repeat == 1).sum() == (train_rows.synthetic == 1).sum() > 0
+    assert b.manifest.provenance["data"]["long_clips_cut_at_silences"] == 1
 
 
 @pytest.mark.parametrize("crop", ["window", "whole"])
