@@ -510,7 +510,9 @@ def write_report(
         for n, e in evaluations.items()])
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in context.items()]
-    lines += ["", "Unit: one segment (a clip), scored as the pipeline scores a segment: its windows' "
+    unit = ("a clip, or each sound of a clip longer than a segment can be, cut at its silences"
+            if len(set(main.files)) < main.n else "a clip")
+    lines += ["", f"Unit: one segment ({unit}), scored as the pipeline scores a segment: its windows' "
               "probabilities pooled as the bundle says (see the contract above). "
               + _heldout_sentence(None if seen is None else list(seen), len(main.per_group())), "",
               "## Summary", "", _md_table(summary), "",

@@ -1135,6 +1135,12 @@ SEARCH_SPACE = {
     "mlp": {"width": [128, 256, 512], "dropout": [0.2, 0.3, 0.5], "l2": [1e-4, 1e-3]},
 }
 LEARNING_RATES = [1e-3, 3e-3]
+LEARNING_RATE = 1e-3
+"""Adam's learning rate for a new network."""
+FINE_TUNE_LEARNING_RATE = 1e-4
+"""Adam's learning rate for a fine-tune (``from_bundle``): Adam's first steps move every weight
+by about the learning rate whatever the gradient, which at 1e-3 undoes much of a small
+network's training on little data before early stopping can see it."""
 
 
 def search_configs(arch: str, n: int, *, seed: int, base: Mapping[str, Any], learning_rate: float) -> list[dict]:
@@ -1289,7 +1295,7 @@ def train(
     search: int = 0,
     search_epochs: int | None = None,
     arch_kwargs: Mapping[str, Any] | None = None,
-    learning_rate: float = 1e-3,
+    learning_rate: float | None = None,
     patience: int = 6,
     test_fraction: float = 0.2,
     val_fraction: float = 0.15,
@@ -1329,6 +1335,10 @@ def train(
         parent stays as it is. New labels get a new output layer.
     freeze_features : bool
         With ``from_bundle``: train only the output layer.
+    learning_rate : float, optional
+        Adam's learning rate; default :data:`LEARNING_RATE` for a new network and
+        :data:`FINE_TUNE_LEARNING_RATE` for a fine-tune, whose first steps would otherwise
+        undo much of what the parent learned before validation can see it.
     search : int
         Hyper-parameter trials (0: none); each runs ``search_epochs`` epochs and the best
         validation accuracy wins.
@@ -1366,6 +1376,8 @@ def train(
         raise ParameterError(f"search={search} must be 0 or more")
     if patience < 0:
         raise ParameterError(f"patience={patience} must be 0 or more")
+    if learning_rate is None:
+        learning_rate = FINE_TUNE_LEARNING_RATE if from_bundle is not None else LEARNING_RATE
     if not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ParameterError(f"learning_rate={learning_rate} must be a positive number")
     if time_budget_s is not None and not time_budget_s > 0:
@@ -1491,12 +1503,22 @@ def train(
         if freeze_features:
             for layer in model.layers[:-1]:
                 layer.trainable = False
-    say(f"training {arch} ({model.count_params()} parameters) for up to {epochs} epochs")
+    parent_val = None
+    if parent is not None and tuple(labels) == tuple(parent.labels) and len(val[1]):
+        from .model import Predictor
+
+        parent_val = float((Predictor(parent.model, batch_size=1024)(val[0]).argmax(axis=1) == val[1]).mean())
+        say(f"the parent gets {parent_val:.4f} of the validation windows before fine-tuning: "
+            "a fine-tune whose best epoch stays under that has not learned this data")
+    say(f"training {arch} ({model.count_params()} parameters) for up to {epochs} epochs, learning rate {learning_rate:g}")
     result = fit(model, sampler(max_windows_per_epoch, seed), val, n_labels=len(labels), epochs=epochs,
                  batch_size=batch_size, learning_rate=learning_rate, patience=patience, verbose=verbose,
                  time_budget_s=time_budget_s, workers=workers)
     say(f"trained {result['epochs_run']} epochs in {result['seconds']:.0f} s; best {result['monitor']} "
         f"{result['best_val_accuracy']:.4f}")
+    if parent_val is not None and result["best_val_accuracy"] < parent_val:
+        say(f"warning: on the validation windows the fine-tune ({result['best_val_accuracy']:.4f}) is under its parent "
+            f"({parent_val:.4f}); the parent may serve this data better (compare both with audioclf evaluate)")
 
     model = _clean_copy(model)
     evaluations = {}
@@ -1544,6 +1566,7 @@ def train(
         "arch": arch, "arch_kwargs": base_kwargs, "parameters": int(model.count_params()), "epochs": epochs,
         "epochs_run": result["epochs_run"], "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
         "patience": patience, "best_val_window_accuracy": round(result["best_val_accuracy"], 4),
+        **({"parent_val_window_accuracy": round(parent_val, 4)} if parent_val is not None else {}),
         "class_weight": dict(zip(labels, result["class_weight"])), "seconds": result["seconds"],
         "windows_per_epoch": len(sampler(max_windows_per_epoch, seed)), "crop": task.crop, "real_repeat": real_repeat,
         "noise_label": task.noise_label,

@@ -208,6 +208,22 @@ def test_fine_tuning_writes_a_new_version_and_keeps_the_parent(trained, dataset,
 
 
 @pytest.mark.slow
+def test_a_fine_tune_starts_gently_and_records_what_its_parent_scored_on_validation(trained, dataset, tmp_path):
+    split = dict(test_groups=["moh-reno"], val_groups=["allison-prompts", "noise-tones"], epochs=1, batch_size=16,
+                 max_windows_per_epoch=32, verbose=0, workers=1)
+    # Output layer only, at a learning rate too small to move it: the fine-tune's validation
+    # accuracy must be the parent's, measured on the same windows.
+    still = train(dataset, out=tmp_path / "still", from_bundle=trained.bundle.path, freeze_features=True,
+                  learning_rate=1e-12, **split).bundle.manifest.provenance["training"]
+    assert still["parent_val_window_accuracy"] == still["best_val_window_accuracy"]
+    moved = train(dataset, out=tmp_path / "moved", from_bundle=trained.bundle.path, **split).bundle.manifest.provenance["training"]
+    assert moved["learning_rate"] == training.FINE_TUNE_LEARNING_RATE < training.LEARNING_RATE
+    assert moved["parent_val_window_accuracy"] == still["parent_val_window_accuracy"]
+    assert trained.bundle.manifest.provenance["training"]["learning_rate"] == training.LEARNING_RATE
+    assert "parent_val_window_accuracy" not in trained.bundle.manifest.provenance["training"]
+
+
+@pytest.mark.slow
 def test_a_fine_tune_trains_as_its_parent_was_trained_unless_a_preset_is_named(trained, dataset, tmp_path):
     from audioclf_core.training import fine_tune_preset
 
@@ -394,6 +410,7 @@ def test_evaluating_a_bundle_on_its_own_clips_counts_every_clip(trained, dataset
     held = evaluate_bundle(trained.bundle.path, dataset, heldout_only=True)
     assert sorted(set(held.groups)) == sorted(TEST_GROUPS) and held.n == 6
     write_report(ev, tmp_path / "rep", title="own clips")
+    assert "Unit: one segment (a clip)," in (tmp_path / "rep" / "report.md").read_text()
     mis = pd.read_csv(tmp_path / "rep" / "misclassified.csv")
     assert len(mis) == int((ev.y_pred != ev.y_true).sum())
     assert list(mis.columns) == ["file", "start_s", "end_s", "group", "true", "predicted", "p_speech", "p_music", "p_noise"]
@@ -580,6 +597,9 @@ def test_evaluating_labelled_recordings_scores_their_segments(tmp_path):
         assert a - 0.11 <= s0 < s1 <= b + 0.11 and s1 - s0 >= 0.8 * (b - a)
     assert rows[rows.group != "call-1"][["start_s", "end_s"]].to_numpy().tolist() == [[0.0, 4.0]]
     assert (mine.true == "speech").all()
+    write_report(ev, tmp_path / "rep", title="recordings")
+    assert "each sound of a clip longer than a segment can be" in (tmp_path / "rep" / "report.md").read_text()
+    assert len(pd.read_csv(tmp_path / "rep" / "predictions.csv")) == 10
 
 
 def test_a_relative_data_folder_names_its_clips_once(tmp_path, monkeypatch):
