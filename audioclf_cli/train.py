@@ -69,9 +69,11 @@ def run_train(
     workers: int = 2,
     augment: list[str] | None = None,
     features: list[str] | None = None,
+    endpoint_url: str | None = None,
     console: Console | None = None,
 ):
     """Train (or fine-tune) a bundle and print its held-out figures; returns the :class:`TrainResult`."""
+    from audioclf_core.storage import storage_options_for
     from audioclf_core.training import train
 
     def log(msg: str) -> None:
@@ -86,7 +88,7 @@ def run_train(
         test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat,
         max_windows_per_epoch=max_windows, time_budget_s=time_budget_s, name=name, version=version, report=report,
         verbose=verbose, log=log, workers=workers, augment=augment or (),
-        features=features or (),
+        features=features or (), storage_options=storage_options_for(endpoint_url=endpoint_url),
     )
     if console is not None:
         b = result.bundle
@@ -104,6 +106,7 @@ def run_evaluate(
     heldout_only: bool = False,
     groups: list[str] | None = None,
     condition: str | list[str] | None = "as-is",
+    endpoint_url: str | None = None,
     console: Console | None = None,
 ):
     """Evaluate a bundle on labelled clips and write a report; returns the :class:`Evaluation` of the first condition.
@@ -113,7 +116,7 @@ def run_evaluate(
     """
     from audioclf_core.bundle import load_bundle
     from audioclf_core.evaluation import evaluate_bundle, trained_groups, write_report
-    from audioclf_core.storage import check_local_folder
+    from audioclf_core.storage import check_local_folder, storage_options_for
     from audioclf_core.training import _report_context
 
     conditions = list(dict.fromkeys([condition] if isinstance(condition, str) else condition or ())) or ["as-is"]
@@ -124,7 +127,9 @@ def run_evaluate(
         if console is not None:
             console.print(msg, markup=False)
 
-    evs = {c: evaluate_bundle(b, data, heldout_only=heldout_only, groups=groups or (), condition=c, log=log)
+    options = storage_options_for(endpoint_url=endpoint_url)
+    evs = {c: evaluate_bundle(b, data, heldout_only=heldout_only, groups=groups or (), condition=c,
+                              storage_options=options, log=log)
            for c in conditions}
     context = {**_report_context(b), "evaluated on": f"{data} ({'held-out groups only' if heldout_only else 'all clips'}"
                + (f", groups {groups}" if groups else "") + f"; condition {', '.join(conditions)})"}
@@ -144,7 +149,7 @@ def run_evaluate(
 
 
 def train_command(
-    data: Annotated[str, typer.Argument(help="Folder of label folders (a sub-folder <label>/<group>/ names a group; its manifest.csv is used if present), or a CSV manifest with path,label[,group[,synthetic]].", show_default=False)],
+    data: Annotated[str, typer.Argument(help="Folder of label folders (a sub-folder <label>/<group>/ names a group; its manifest.csv is used if present), or a CSV manifest with path,label[,group[,synthetic]]; a local path or a URL (s3://...).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the new bundle; it must not hold one (bundles are never overwritten).")],
     arch: Annotated[str, typer.Option(help="Architecture: resnet, cnn or mlp (ignored with --from).")] = "resnet",
     from_bundle: Annotated[Optional[str], typer.Option("--from", help="Fine-tune this bundle (shipped name, folder or URL); keeps its contract and network and writes a new version to --out.")] = None,
@@ -171,6 +176,7 @@ def train_command(
     workers: Annotated[int, typer.Option(help="Threads that decode and augment training windows while the model trains.")] = 2,
     augment: Annotated[Optional[list[str]], typer.Option("--augment", metavar="NAME=VALUE", help="Change one augmentation parameter of the preset (or, with --from, of the parent's training; repeat the option); NAME=LOW,HIGH for a range, e.g. p_pitch=0.5, pitch=0.7,1.6, p_reverb=0.3, p_telephone=0. Names: audioclf_core.training.AugmentParams.")] = None,
     feature: Annotated[Optional[list[str]], typer.Option("--feature", metavar="NAME=VALUE", help="Change one feature parameter of a new bundle's contract (repeat the option), e.g. fmin=300 and fmax=3400 for the telephone band only, n_mels=32, kind=mfcc. Not with --from: a fine-tune keeps its parent's contract. Names: audioclf_core.params.FeatureParams.")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint for s3:// data.", envvar="AUDIOCLF_S3_ENDPOINT_URL")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Train a bundle on labelled clips (or fine-tune one with --from) and evaluate it on held-out groups."""
@@ -184,7 +190,7 @@ def train_command(
             learning_rate=learning_rate, batch_size=batch_size, patience=patience, test_groups=test_group,
             val_groups=val_group, test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat, max_windows=max_windows,
             time_budget_s=None if time_budget_min is None else time_budget_min * 60, name=name, version=version,
-            report=report, workers=workers, augment=augment, features=feature,
+            report=report, workers=workers, augment=augment, features=feature, endpoint_url=endpoint_url,
             console=None if quiet else err,
         )
     except AudioClfError as exc:
@@ -193,17 +199,18 @@ def train_command(
 
 def evaluate_command(
     bundle: Annotated[str, typer.Argument(help="Shipped bundle name, bundle folder/archive, or URL.", show_default=False)],
-    data: Annotated[str, typer.Argument(help="Labelled clips: a folder of label folders (or with manifest.csv), or a CSV manifest.", show_default=False)],
+    data: Annotated[str, typer.Argument(help="Labelled clips: a folder of label folders (or with manifest.csv), or a CSV manifest; a local path or a URL (s3://...).", show_default=False)],
     report: Annotated[Path, typer.Option("--report", help="Folder for report.md, confusion.png, roc.png and the tables.")],
     heldout_only: Annotated[bool, typer.Option("--heldout-only", help="Only the groups the bundle's manifest lists as held out.")] = False,
     group: Annotated[Optional[list[str]], typer.Option("--group", help="Only this group (repeat the option).")] = None,
     condition: Annotated[Optional[list[str]], typer.Option(help="'as-is', or 'telephone' (300-3400 Hz band-pass and mu-law first); repeat it for both in one report (the first is the main one). Default: as-is.", show_default=False)] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint for s3:// data.", envvar="AUDIOCLF_S3_ENDPOINT_URL")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
 ) -> None:
     """Evaluate a bundle on labelled clips: accuracy, per-class P/R/F1, ROC-AUC, confusion matrix, report."""
     try:
         run_evaluate(bundle=bundle, data=data, report=report, heldout_only=heldout_only, groups=group,
-                     condition=condition, console=None if quiet else err)
+                     condition=condition, endpoint_url=endpoint_url, console=None if quiet else err)
     except AudioClfError as exc:
         _fail(exc)
 

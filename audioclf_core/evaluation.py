@@ -320,7 +320,7 @@ CONDITIONS = ("as-is", "telephone")
 
 def evaluate_bundle(
     bundle: Bundle | str | Path, data, *, heldout_only: bool = False, groups: Sequence[str] = (),
-    condition: str = "as-is", log: Log | None = None,
+    condition: str = "as-is", storage_options: Mapping[str, Any] | None = None, log: Log | None = None,
 ) -> Evaluation:
     """Evaluate a bundle on labelled clips.
 
@@ -336,13 +336,15 @@ def evaluate_bundle(
         Keep only these groups.
     condition : {"as-is", "telephone"}
         Score the clips as they are, or through a fixed telephone channel (300-3400 Hz, mu-law).
+    storage_options : mapping, optional
+        fsspec options for data behind a URL (an S3 endpoint, credentials).
     """
     from .training import cut_recordings, decoded, load_clips, load_table, telephone
 
     if condition not in CONDITIONS:
         raise ParameterError(f"condition={condition!r}: use one of {', '.join(CONDITIONS)}")
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    table = load_table(data)
+    table = load_table(data, storage_options=storage_options)
     keep = np.ones(len(table), dtype=bool)
     if heldout_only:
         held = set(b.manifest.evaluation.get("heldout_groups", []))
@@ -357,7 +359,7 @@ def evaluate_bundle(
     unknown = sorted(set(table["label"]) - set(b.labels))
     if unknown:
         raise ParameterError(f"the data has labels {unknown} that bundle {b.name} does not know ({list(b.labels)})")
-    clips, errors = load_clips(table["path"].tolist(), sr=b.sample_rate, log=log)
+    clips, errors = load_clips(table["path"].tolist(), sr=b.sample_rate, log=log, storage_options=storage_options)
     ok = decoded(clips, errors, data=data, log=log)
     table = table[ok].reset_index(drop=True)
     clips = [c for c, k in zip(clips, ok) if k]

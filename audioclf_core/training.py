@@ -27,7 +27,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -35,13 +35,13 @@ import pandas as pd
 import soxr
 from scipy import signal
 
-from .audio_io import AUDIO_EXTENSIONS, mix_to_mono, open_audio
+from .audio_io import AUDIO_EXTENSIONS, _to_uri, mix_to_mono, open_audio, resolve_fs
 from .bundle import LITERT_FILE, MODEL_FILE, Bundle, Manifest, check_new_bundle, load_bundle, write_manifest
 from .errors import AudioClfError, BundleError, ParameterError
 from .features import FeatureExtractor, mel_filterbank
 from .params import POOLINGS, FeatureParams, Pooling, SilenceParams, split_setting
 from .segment import split_nonsilent
-from .storage import check_local_folder
+from .storage import check_local_folder, storage_errors
 
 SPLITS = ("train", "val", "test")
 # The names :func:`audioclf_core.architectures.build_model` knows (that module imports Keras,
@@ -289,7 +289,7 @@ def fine_tune_preset(parent: Bundle, preset: str | TaskPreset | None = None) -> 
 # --------------------------------------------------------------------------------------
 # Data: tables, splits, decoding
 # --------------------------------------------------------------------------------------
-def load_table(data: str | Path | pd.DataFrame) -> pd.DataFrame:
+def load_table(data: str | Path | pd.DataFrame, *, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """The clips to learn from, one row each.
 
     Parameters
@@ -299,44 +299,45 @@ def load_table(data: str | Path | pd.DataFrame) -> pd.DataFrame:
         ``synthetic``); relative paths are relative to the CSV's folder. Or a folder: its
         ``manifest.csv`` if it has one, else every audio file in ``<folder>/<label>/``;
         there, a sub-folder names a group (``<label>/<group>/...``: one voice, one source),
-        and a file directly in its label folder is a group of its own.
+        and a file directly in its label folder is a group of its own. Either may be an
+        fsspec URL (``s3://bucket/labelled/``).
+    storage_options : mapping, optional
+        fsspec options for a URL (an S3 endpoint, credentials); the clips are read with them too.
 
     Returns
     -------
     DataFrame
-        Columns ``path`` (absolute), ``label`` (str), ``group`` (str; the file itself when
-        the data names no groups) and ``synthetic`` (bool), plus any others given.
+        Columns ``path`` (absolute, or a URL), ``label`` (str), ``group`` (str; the file
+        itself when the data names no groups) and ``synthetic`` (bool), plus any others given.
     """
     if isinstance(data, pd.DataFrame):
-        table, base = data.copy(), Path.cwd()
+        table, join = data.copy(), _local_join(Path.cwd())
+    elif _is_url(str(data)):
+        table, join = _remote_table(str(data), storage_options)
     else:
         where = Path(str(data)).expanduser().absolute()
         if where.is_dir() and (where / "manifest.csv").is_file():
             where = where / "manifest.csv"
         if where.is_file():
-            try:
-                table = pd.read_csv(where, dtype={"label": str, "group": str})
-            except (OSError, ValueError, UnicodeDecodeError) as exc:
-                raise ParameterError(f"cannot read the data manifest {where}: {exc}") from None
-            base = where.parent
+            table, join = _read_manifest(where, open), _local_join(where.parent)
         elif where.is_dir():
             rows = [
-                {"path": str(p), "label": d.name, "group": _folder_group(d, p)}
+                {"path": str(p), "label": d.name, "group": _folder_group(d.relative_to(where), p.relative_to(where))}
                 for d in sorted(where.iterdir())
                 if d.is_dir() and not d.name.startswith(".")
                 for p in sorted(d.rglob("*"))
                 if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
             ]
-            table, base = pd.DataFrame(rows, columns=["path", "label", "group"]), where
+            table, join = pd.DataFrame(rows, columns=["path", "label", "group"]), _local_join(where)
         else:
-            raise ParameterError(f"no training data at {data}: not a folder of label folders or a CSV manifest")
+            raise ParameterError(f"no labelled data at {data}: not a folder of label folders or a CSV manifest")
     missing = {"path", "label"} - set(table.columns)
     if missing:
         raise ParameterError(f"the data manifest needs columns path and label; missing {sorted(missing)}")
     if table.empty:
         raise ParameterError(f"no clips in {data}")
     table = table.reset_index(drop=True)
-    table["path"] = [p if "://" in str(p) or Path(str(p)).is_absolute() else str((base / str(p)).resolve()) for p in table["path"]]
+    table["path"] = [str(p) if _is_url(str(p)) or Path(str(p)).is_absolute() else join(str(p)) for p in table["path"]]
     table["label"] = table["label"].astype(str)
     if "group" not in table.columns or table["group"].isna().all():
         table["group"] = table["path"]  # no groups given: every file is its own
@@ -345,11 +346,56 @@ def load_table(data: str | Path | pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _folder_group(label_dir: Path, path: Path) -> str | None:
-    """The group of a clip found under ``<label>/``: the first folder below the label folder
-    (``speech/caller-17/a.wav`` and ``speech/caller-17/day2/b.wav`` are one group,
-    ``caller-17``, in every label), or None for a file directly in the label folder (its own
-    group)."""
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _local_join(base: Path) -> Callable[[str], str]:
+    return lambda rel: str((base / rel).resolve())
+
+
+def _read_manifest(where, opener) -> pd.DataFrame:
+    try:
+        with opener(where, "rb") as f:
+            return pd.read_csv(f, dtype={"label": str, "group": str})
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"cannot read the data manifest {where}: {exc}") from None
+
+
+def _remote_table(uri: str, storage_options: Mapping[str, Any] | None) -> tuple[pd.DataFrame, Callable[[str], str]]:
+    """A manifest or a folder of label folders behind an fsspec URL; relative paths join the
+    manifest's folder URL."""
+    try:
+        fs, root = resolve_fs(uri, storage_options)
+        root = root.rstrip("/")
+        if fs.isdir(root) and fs.isfile(f"{root}/manifest.csv"):
+            root = f"{root}/manifest.csv"
+        if fs.isfile(root):
+            folder = _to_uri(fs, uri, root.rsplit("/", 1)[0])
+            return _read_manifest(root, fs.open), lambda rel: f"{folder.rstrip('/')}/{rel.lstrip('/')}"
+        if not fs.isdir(root):
+            raise ParameterError(f"no labelled data at {uri}: not a folder of label folders or a CSV manifest")
+        rows = []
+        folders = sorted(i["name"].rstrip("/") for i in fs.ls(root, detail=True) if i.get("type") == "directory")
+        for d in folders:
+            label = d.rsplit("/", 1)[-1]
+            if label.startswith("."):
+                continue
+            for p, info in sorted(fs.find(d, detail=True).items()):
+                if info.get("type") != "directory" and PurePosixPath(p).suffix.lower() in AUDIO_EXTENSIONS:
+                    rel = PurePosixPath(p).relative_to(root)
+                    rows.append({"path": _to_uri(fs, uri, p), "label": label,
+                                 "group": _folder_group(PurePosixPath(label), rel)})
+    except storage_errors() as exc:
+        raise ParameterError(f"cannot read the labelled data at {uri}: {exc}") from None
+    return pd.DataFrame(rows, columns=["path", "label", "group"]), lambda rel: rel
+
+
+def _folder_group(label_dir: PurePath, path: PurePath) -> str | None:
+    """The group of a clip found under ``<label>/``, both paths relative to the data folder:
+    the first folder below the label folder (``speech/caller-17/a.wav`` and
+    ``speech/caller-17/day2/b.wav`` are one group, ``caller-17``, in every label), or None for
+    a file directly in the label folder (its own group)."""
     parts = path.relative_to(label_dir).parts
     return parts[0] if len(parts) > 1 else None
 
@@ -439,8 +485,10 @@ def group_split(
     return table["group"].map(assign).rename("split")
 
 
-def load_clips(paths: Sequence[str], *, sr: int, log: Log | None = None) -> tuple[list[np.ndarray | None], list[str]]:
-    """Decode clips to mono float32 at ``sr``.
+def load_clips(
+    paths: Sequence[str], *, sr: int, log: Log | None = None, storage_options: Mapping[str, Any] | None = None,
+) -> tuple[list[np.ndarray | None], list[str]]:
+    """Decode clips (paths or fsspec URLs, opened with ``storage_options``) to mono float32 at ``sr``.
 
     Returns
     -------
@@ -454,7 +502,7 @@ def load_clips(paths: Sequence[str], *, sr: int, log: Log | None = None) -> tupl
     t0 = time.monotonic()
     for i, uri in enumerate(paths):
         try:
-            with open_audio(str(uri)) as reader:
+            with open_audio(str(uri), storage_options=storage_options) as reader:
                 rate = reader.info.sample_rate
                 blocks = [mix_to_mono(b)[:, 0] for b in reader.blocks(rate * 60)]
             y = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
@@ -1309,6 +1357,7 @@ def train(
     workers: int = 2,
     augment: Sequence[str] = (),
     features: Sequence[str] = (),
+    storage_options: Mapping[str, Any] | None = None,
     log: Log | None = None,
 ) -> TrainResult:
     """Train a bundle on labelled clips and evaluate it on held-out groups.
@@ -1358,6 +1407,8 @@ def train(
         ``NAME=VALUE`` changes to the preset's features (see :meth:`FeatureParams.with_items`),
         e.g. ``fmin=300``, ``fmax=3400`` for a front end that sees the telephone band only.
         A new bundle only: a fine-tune keeps its parent's contract.
+    storage_options : mapping, optional
+        fsspec options for data behind a URL (see :func:`load_table`).
     log : callable, optional
         Receives one line per step.
 
@@ -1414,7 +1465,7 @@ def train(
     if augment:
         task = replace(task, augment=task.augment.with_items(augment))
 
-    table = load_table(data)
+    table = load_table(data, storage_options=storage_options)
     found = sorted(table["label"].unique())
     if parent is not None:
         # The parent's labels, unless the data brings new ones: then a new output layer.
@@ -1434,7 +1485,7 @@ def train(
 
     sr = task.sample_rate
     t_load = time.monotonic()
-    clips, errors = load_clips(table["path"].tolist(), sr=sr, log=say)
+    clips, errors = load_clips(table["path"].tolist(), sr=sr, log=say, storage_options=storage_options)
     ok = decoded(clips, errors, data=data, log=say)
     table = table[ok].reset_index(drop=True)
     split = split[ok].reset_index(drop=True)

@@ -158,6 +158,29 @@ def test_evaluate_writes_a_report_with_the_right_counts(trained, clips, tmp_path
 
 
 @pytest.mark.slow
+def test_evaluate_reads_labelled_clips_from_s3(trained, clips, tmp_path, s3_server, s3_bucket):
+    """The same folder (its manifest.csv with relative paths) local and in a bucket: the same report."""
+    import s3fs
+
+    out, _, _ = trained
+    fs = s3fs.S3FileSystem(**s3_server.storage_options)
+    fs.put(str(clips), f"{s3_bucket}/labelled", recursive=True)
+    here = run("evaluate", str(out), str(clips), "--report", str(tmp_path / "here"), "-q")
+    assert here.returncode == 0, here.stderr
+    # The endpoint reaches the reader through the option alone (the environment's points nowhere).
+    there = run("evaluate", str(out), f"s3://{s3_bucket}/labelled/", "--report", str(tmp_path / "there"), "-q",
+                "--endpoint-url", s3_server.endpoint_url, env_extra={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert there.returncode == 0, there.stderr
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("here", "there"))
+    assert a == b and a["as-is"]["segments"] == 12
+    files = pd.read_csv(tmp_path / "there" / "predictions.csv").file
+    assert files.str.startswith(f"s3://{s3_bucket}/labelled/").all() and files.nunique() == 12
+    line = one_line_error(run("evaluate", str(out), f"s3://{s3_bucket}/nothing-here/", "--report", str(tmp_path / "x"),
+                              "--endpoint-url", s3_server.endpoint_url))
+    assert f"s3://{s3_bucket}/nothing-here/" in line
+
+
+@pytest.mark.slow
 def test_a_bundle_with_a_wrong_manifest_is_refused(trained, clips, tmp_path):
     out, _, _ = trained
     bad = tmp_path / "bad"
@@ -215,7 +238,7 @@ def test_bad_requests_are_one_line_errors(clips, tmp_path):
     line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--arch", "transformer"))
     assert "unknown architecture 'transformer'" in line
     line = one_line_error(run("train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")))
-    assert "no training data" in line
+    assert "no labelled data" in line
     line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--test-group", "martians"))
     assert "martians" in line
     line = one_line_error(run("evaluate", "no-such-bundle", str(clips), "--report", str(tmp_path / "r")))

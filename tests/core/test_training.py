@@ -513,7 +513,7 @@ def test_tables_from_folders_and_csv(tmp_path):
     pd.DataFrame({"file": ["a.wav"]}).to_csv(tmp_path / "y.csv", index=False)
     with pytest.raises(ParameterError, match="path and label"):
         load_table(tmp_path / "y.csv")
-    with pytest.raises(ParameterError, match="no training data"):
+    with pytest.raises(ParameterError, match="no labelled data"):
         load_table(tmp_path / "nowhere")
 
 
@@ -600,6 +600,32 @@ def test_evaluating_labelled_recordings_scores_their_segments(tmp_path):
     write_report(ev, tmp_path / "rep", title="recordings")
     assert "each sound of a clip longer than a segment can be" in (tmp_path / "rep" / "report.md").read_text()
     assert len(pd.read_csv(tmp_path / "rep" / "predictions.csv")) == 10
+
+
+def test_label_folders_in_a_bucket_are_read_as_local_ones(tmp_path, s3_server, s3_bucket):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_server.storage_options)
+    layout = {"speech/alice/a.wav": "speech_en_transfer.wav", "speech/alice/day2/b.wav": "speech_en_digits_1.wav",
+              "speech/c.wav": "speech_en_digits_5.wav", "music/alice/d.wav": "music_reno_project-system.wav",
+              "music/notes.txt": None}
+    for rel, src in layout.items():
+        (tmp_path / "local" / rel).parent.mkdir(parents=True, exist_ok=True)
+        if src is None:
+            (tmp_path / "local" / rel).write_text("not audio")
+        else:
+            shutil.copy(DATA / src, tmp_path / "local" / rel)
+        fs.put(str(tmp_path / "local" / rel), f"{s3_bucket}/data/{rel}")
+    here = load_table(tmp_path / "local")
+    there = load_table(f"s3://{s3_bucket}/data", storage_options=s3_server.storage_options)
+    assert there.path.tolist() == [f"s3://{s3_bucket}/data/{Path(p).relative_to(tmp_path / 'local')}" for p in here.path]
+    assert there.label.tolist() == here.label.tolist()
+    named = there.group[~there.path.str.endswith("/c.wav")].tolist()
+    assert named == ["alice"] * 3 and there.group[there.path.str.endswith("/c.wav")].tolist() == [f"s3://{s3_bucket}/data/speech/c.wav"]
+    clips, errors = load_clips(there.path.tolist(), sr=SR, storage_options=s3_server.storage_options)
+    assert not errors and all(np.array_equal(c, d) for c, d in zip(clips, load_clips(here.path.tolist(), sr=SR)[0]))
+    with pytest.raises(ParameterError, match="no labelled data at s3://"):
+        load_table(f"s3://{s3_bucket}/nothing", storage_options=s3_server.storage_options)
 
 
 def test_a_relative_data_folder_names_its_clips_once(tmp_path, monkeypatch):
