@@ -955,10 +955,9 @@ def test_class_weights_give_each_label_the_same_total_weight():
             class_weights(bad)
 
 
-def test_training_mixes_only_training_noise_and_repeats_only_real_clips(dataset, tmp_path, monkeypatch):
-    """Held-out noise must not leak into training windows as a noise bed; real_repeat is for real clips."""
-    table = pd.read_csv(dataset / "manifest.csv")
-    table.loc[table.group == "allison-digits", "synthetic"] = 1  # as if a TTS voice
+def _train_and_keep_the_sampler(table, tmp_path, monkeypatch, **kw):
+    """Train a tiny MLP on ``table`` (TEST_GROUPS held out, real clips drawn 3 times); returns
+    the training windows' sampler and the bundle."""
     table.to_csv(tmp_path / "manifest.csv", index=False)
     made = []
 
@@ -968,9 +967,16 @@ def test_training_mixes_only_training_noise_and_repeats_only_real_clips(dataset,
             made.append(self)
 
     monkeypatch.setattr(training, "WindowSampler", Recording)
-    train(tmp_path / "manifest.csv", out=tmp_path / "b", arch="mlp", preset="smn", epochs=1, batch_size=16,
-          max_windows_per_epoch=32, test_groups=TEST_GROUPS, val_fraction=0.0, real_repeat=3, verbose=0, workers=1)
-    s = made[-1]
+    b = train(tmp_path / "manifest.csv", out=tmp_path / "b", arch="mlp", preset="smn", epochs=1, batch_size=16,
+              test_groups=TEST_GROUPS, val_fraction=0.0, real_repeat=3, verbose=0, workers=1, **kw).bundle
+    return made[-1], b
+
+
+def test_training_mixes_only_training_noise_and_repeats_only_real_clips(dataset, tmp_path, monkeypatch):
+    """Held-out noise must not leak into training windows as a noise bed; real_repeat is for real clips."""
+    table = pd.read_csv(dataset / "manifest.csv")
+    table.loc[table.group == "allison-digits", "synthetic"] = 1  # as if a TTS voice
+    s, _ = _train_and_keep_the_sampler(table, tmp_path, monkeypatch, max_windows_per_epoch=32)
     read = {name: sf.read(dataset / "noise" / f"{name}.wav", dtype="float32")[0] for name in ("hiss", "hum", "ringback", "dtmf")}
     same = lambda a, b: a.shape == b.shape and np.allclose(a, b, atol=1e-4)  # noqa: E731
     assert len(s.noise_pool) == 2
@@ -987,19 +993,7 @@ def test_training_learns_the_sounds_of_a_long_recording_not_its_silences(dataset
     long_row = {"path": str(tmp_path / "long.wav"), "label": "speech", "group": "call-1", "synthetic": 0}
     table = pd.concat([table.iloc[:1], pd.DataFrame([long_row]), table.iloc[1:]], ignore_index=True)
     table.loc[table.group == "allison-digits", "synthetic"] = 1
-    table.to_csv(tmp_path / "manifest.csv", index=False)
-    made = []
-
-    class Recording(training.WindowSampler):
-        def __post_init__(self):
-            super().__post_init__()
-            made.append(self)
-
-    monkeypatch.setattr(training, "WindowSampler", Recording)
-    b = train(tmp_path / "manifest.csv", out=tmp_path / "b", arch="mlp", preset="smn", epochs=1, batch_size=16,
-              max_windows_per_epoch=64, test_groups=TEST_GROUPS, val_fraction=0.0, real_repeat=3, verbose=0,
-              workers=1).bundle
-    s = made[-1]
+    s, b = _train_and_keep_the_sampler(table, tmp_path, monkeypatch, max_windows_per_epoch=64)
     train_rows = table[~table.group.isin(TEST_GROUPS)].reset_index(drop=True)
     k = int(np.flatnonzero(train_rows.group == "call-1")[0])
     assert len(s.clips) == len(train_rows) - 1 + 9  # the recording's nine prompts, not its silences
