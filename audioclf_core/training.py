@@ -35,7 +35,7 @@ import pandas as pd
 import soxr
 from scipy import signal
 
-from .audio_io import AUDIO_EXTENSIONS, _to_uri, mix_to_mono, open_audio, resolve_fs
+from .audio_io import AUDIO_EXTENSIONS, expand_inputs, mix_to_mono, open_audio, resolve_fs
 from .bundle import LITERT_FILE, MODEL_FILE, Bundle, Manifest, check_new_bundle, load_bundle, write_manifest
 from .errors import AudioClfError, BundleError, ParameterError
 from .features import FeatureExtractor, mel_filterbank
@@ -363,31 +363,29 @@ def _read_manifest(where, opener) -> pd.DataFrame:
 
 
 def _remote_table(uri: str, storage_options: Mapping[str, Any] | None) -> tuple[pd.DataFrame, Callable[[str], str]]:
-    """A manifest or a folder of label folders behind an fsspec URL; relative paths join the
-    manifest's folder URL."""
+    """A manifest or a folder of label folders behind an fsspec URL; relative paths in a
+    manifest join its folder's URL."""
+    given, uri = uri, uri.rstrip("/")
     try:
         fs, root = resolve_fs(uri, storage_options)
-        root = root.rstrip("/")
-        if fs.isdir(root) and fs.isfile(f"{root}/manifest.csv"):
-            root = f"{root}/manifest.csv"
+        if fs.isdir(root) and fs.isfile(f"{root.rstrip('/')}/manifest.csv"):
+            root, uri = f"{root.rstrip('/')}/manifest.csv", f"{uri}/manifest.csv"
         if fs.isfile(root):
-            folder = _to_uri(fs, uri, root.rsplit("/", 1)[0])
-            return _read_manifest(root, fs.open), lambda rel: f"{folder.rstrip('/')}/{rel.lstrip('/')}"
+            folder = uri.rsplit("/", 1)[0]
+            return _read_manifest(root, fs.open), lambda rel: f"{folder}/{rel.lstrip('/')}"
         if not fs.isdir(root):
-            raise ParameterError(f"no labelled data at {uri}: not a folder of label folders or a CSV manifest")
+            raise ParameterError(f"no labelled data at {given}: not a folder of label folders or a CSV manifest")
+        labels = sorted(i["name"].rstrip("/").rsplit("/", 1)[-1] for i in fs.ls(root, detail=True)
+                        if i.get("type") == "directory")
         rows = []
-        folders = sorted(i["name"].rstrip("/") for i in fs.ls(root, detail=True) if i.get("type") == "directory")
-        for d in folders:
-            label = d.rsplit("/", 1)[-1]
+        for label in labels:
             if label.startswith("."):
                 continue
-            for p, info in sorted(fs.find(d, detail=True).items()):
-                if info.get("type") != "directory" and PurePosixPath(p).suffix.lower() in AUDIO_EXTENSIONS:
-                    rel = PurePosixPath(p).relative_to(root)
-                    rows.append({"path": _to_uri(fs, uri, p), "label": label,
-                                 "group": _folder_group(PurePosixPath(label), rel)})
+            for p in expand_inputs([f"{uri}/{label}/"], storage_options=storage_options)[0]:
+                group = _folder_group(PurePosixPath(label), PurePosixPath(p[len(uri) + 1:])) if p.startswith(f"{uri}/") else None
+                rows.append({"path": p, "label": label, "group": group})
     except storage_errors() as exc:
-        raise ParameterError(f"cannot read the labelled data at {uri}: {exc}") from None
+        raise ParameterError(f"cannot read the labelled data at {given}: {exc}") from None
     return pd.DataFrame(rows, columns=["path", "label", "group"]), lambda rel: rel
 
 
