@@ -535,6 +535,12 @@ def decoded(clips: Sequence[np.ndarray | None], errors: Sequence[str], *, data, 
     return ok
 
 
+def longer_than_a_segment(y: np.ndarray, *, sr: int, silence: SilenceParams) -> bool:
+    """Whether a labelled clip is a recording to cut (see :func:`cut_recordings`): longer than
+    the contract's ``max_segment_s``, so no segment at inference could hold it whole."""
+    return len(y) > silence.max_segment_s * sr
+
+
 def cut_recordings(
     clips: Sequence[np.ndarray], table: pd.DataFrame, *, sr: int, silence: SilenceParams, log: Log | None = None,
 ) -> tuple[list[np.ndarray], pd.DataFrame, np.ndarray]:
@@ -556,13 +562,12 @@ def cut_recordings(
     source : np.ndarray
         int, each new row's position in ``table`` (to carry other per-row data along).
     """
-    longest = silence.max_segment_s * sr
     out: list[np.ndarray] = []
     source: list[int] = []
     spans: list[tuple[int, int]] = []
     cut = pieces = silent = 0
     for i, y in enumerate(clips):
-        if len(y) <= longest:
+        if not longer_than_a_segment(y, sr=sr, silence=silence):
             out.append(y)
             source.append(i)
             spans.append((0, len(y)))
@@ -1489,7 +1494,7 @@ def train(
     split = split[ok].reset_index(drop=True)
     clips = [c for c, k in zip(clips, ok) if k]
     say(f"decoded {len(clips)} clips, {sum(len(c) for c in clips) / sr / 3600:.2f} h, in {time.monotonic() - t_load:.0f} s")
-    n_cut = sum(len(c) > task.silence.max_segment_s * sr for c in clips)
+    n_cut = sum(longer_than_a_segment(c, sr=sr, silence=task.silence) for c in clips)
     clips, table, source = cut_recordings(clips, table, sr=sr, silence=task.silence, log=say)
     split = split.iloc[source].reset_index(drop=True)
     lengths = pd.Series([len(c) for c in clips])
