@@ -178,6 +178,14 @@ class Evaluation:
         return len(self.y_true)
 
     @property
+    def was_cut(self) -> bool:
+        """Whether some file gave several segments (different spans of it); a file listed twice
+        with the same span was not cut."""
+        if self.spans is None:
+            return False
+        return len({(f, *s) for f, s in zip(self.files, self.spans.tolist())}) > len(set(self.files))
+
+    @property
     def y_pred(self) -> np.ndarray:
         return self.probs.argmax(axis=1) if self.n else np.zeros(0, int)
 
@@ -513,7 +521,7 @@ def write_report(
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in context.items()]
     unit = ("a clip, or each sound of a clip longer than a segment can be, cut at its silences"
-            if len(set(main.files)) < main.n else "a clip")
+            if main.was_cut else "a clip")
     lines += ["", f"Unit: one segment ({unit}), scored as the pipeline scores a segment: its windows' "
               "probabilities pooled as the bundle says (see the contract above). "
               + _heldout_sentence(None if seen is None else list(seen), len(main.per_group())), "",

@@ -1077,6 +1077,22 @@ def test_metrics_on_known_answers(tmp_path):
     assert "does not record the groups it was trained on" in md and "never seen in training" not in md
 
 
+def test_the_report_says_segments_were_cut_only_when_a_file_gave_several_spans(tmp_path):
+    labels = ("a", "b")
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]], dtype=np.float32)
+
+    def unit(files, spans, name):
+        ev = Evaluation(labels, np.array([0, 1, 0]), probs, files, ["g"] * 3, spans=spans)
+        md = (write_report(ev, tmp_path / name, title="t") / "report.md").read_text()
+        return md.split("Unit: one segment (", 1)[1].split(")", 1)[0], ev.was_cut
+
+    listed_twice = unit(["x.wav", "x.wav", "y.wav"], np.array([[0, 2.0], [0, 2.0], [0, 1.0]]), "twice")
+    cut = unit(["x.wav", "x.wav", "y.wav"], np.array([[0.1, 1.0], [3.2, 4.0], [0, 1.0]]), "cut")
+    assert listed_twice == ("a clip", False)
+    assert cut == ("a clip, or each sound of a clip longer than a segment can be, cut at its silences", True)
+    assert unit(["x.wav", "x.wav", "y.wav"], None, "no-spans") == ("a clip", False)
+
+
 def test_trained_groups_reads_the_recorded_split():
     from types import SimpleNamespace
 
