@@ -154,6 +154,22 @@ def load_keras_model(path: Path, *, input_shape: tuple[int, int], n_labels: int)
     return model
 
 
+class _OneFunctionPerModel(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning.
+
+    Each :class:`Predictor` traces its own function, one per model and input signature, so it
+    never retraces; TensorFlow counts the functions of one source line together and, from the
+    fifth model a process scores (``models join`` over five members, then the mean), warns of
+    retracing that is not happening.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_ONE_FUNCTION_PER_MODEL = _OneFunctionPerModel()
+
+
 class Predictor:
     """Runs a model on many windows in fixed-size batches.
 
@@ -177,6 +193,7 @@ class Predictor:
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
+            logging.getLogger("tensorflow").addFilter(_ONE_FUNCTION_PER_MODEL)  # added once, however many calls
             spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
             fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
             self._fn = lambda x: fn(x).numpy()

@@ -239,6 +239,30 @@ tf.get_logger().warning("tf-after")
     assert "plain-after" in r.stderr and "tf-after" in r.stderr
 
 
+def test_scoring_many_models_in_one_process_warns_of_no_retracing():
+    """``models join`` scores each member and then their mean: every model gets its own traced
+    function, which TensorFlow would call retracing from the fifth on; other TensorFlow warnings
+    still show, and each Predictor still answers for its own model."""
+    code = r"""
+import numpy as np
+from audioclf_core.model import Predictor, import_keras
+keras = import_keras()
+import tensorflow as tf
+x = np.ones((3, 4, 5), np.float32)
+for k in range(7):
+    m = keras.Sequential([keras.Input((4, 5)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    m.layers[-1].set_weights([np.zeros((20, 2), np.float32), np.array([0.0, float(k)], np.float32)])
+    p = Predictor(m)(x)
+    want = np.exp([0.0, k]) / np.exp([0.0, k]).sum()
+    assert np.allclose(p, want, atol=1e-6), (k, p[0], want)
+tf.get_logger().warning("other-tf-warning")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "retracing" not in r.stderr, r.stderr
+    assert "other-tf-warning" in r.stderr
+
+
 def _on_jax(code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=600,
                           env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"})
