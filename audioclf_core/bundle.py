@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import BundleError, ParameterError
 from .features import FeatureExtractor
 from .params import FeatureParams, Pooling, SilenceParams
+from .storage import is_url
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.keras"
@@ -275,7 +276,7 @@ def load_bundle(ref: str | Path, *, storage_options: Mapping | None = None, veri
         raise BundleError("no model bundle named: give a shipped bundle's name, a bundle folder or archive, or a URL")
     if isinstance(ref, str) and (SHIPPED_DIR / ref / MANIFEST).is_file():
         folder = SHIPPED_DIR / ref
-    elif isinstance(ref, str) and "://" in ref and not ref.startswith("file://"):
+    elif isinstance(ref, str) and is_url(ref):
         folder = _fetch(ref, storage_options)
     else:
         folder = Path(str(ref).removeprefix("file://")).expanduser()

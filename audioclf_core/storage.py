@@ -16,6 +16,12 @@ from typing import Any
 from .errors import OutputError
 
 
+def is_url(path: str) -> bool:
+    """Whether ``path`` names a remote fsspec location (``s3://...``), not a local one
+    (a plain path or ``file://``)."""
+    return "://" in path and not path.startswith("file://")
+
+
 def storage_options_for(*, endpoint_url: str | None = None, region: str | None = None) -> dict[str, Any]:
     """Options for ``fsspec.open``/``url_to_fs`` that reach an S3-compatible store.
 

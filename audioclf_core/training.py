@@ -41,7 +41,7 @@ from .errors import AudioClfError, BundleError, ParameterError
 from .features import FeatureExtractor, mel_filterbank
 from .params import POOLINGS, FeatureParams, Pooling, SilenceParams, split_setting
 from .segment import split_nonsilent
-from .storage import check_local_folder, storage_errors
+from .storage import check_local_folder, is_url, storage_errors
 
 SPLITS = ("train", "val", "test")
 # The names :func:`audioclf_core.architectures.build_model` knows (that module imports Keras,
@@ -312,7 +312,7 @@ def load_table(data: str | Path | pd.DataFrame, *, storage_options: Mapping[str,
     """
     if isinstance(data, pd.DataFrame):
         table, join = data.copy(), _local_join(Path.cwd())
-    elif _is_url(str(data)):
+    elif is_url(str(data)):
         table, join = _remote_table(str(data), storage_options)
     else:
         where = Path(str(data)).expanduser().absolute()
@@ -337,17 +337,13 @@ def load_table(data: str | Path | pd.DataFrame, *, storage_options: Mapping[str,
     if table.empty:
         raise ParameterError(f"no clips in {data}")
     table = table.reset_index(drop=True)
-    table["path"] = [str(p) if _is_url(str(p)) or Path(str(p)).is_absolute() else join(str(p)) for p in table["path"]]
+    table["path"] = [str(p) if is_url(str(p)) or Path(str(p)).is_absolute() else join(str(p)) for p in table["path"]]
     table["label"] = table["label"].astype(str)
     if "group" not in table.columns or table["group"].isna().all():
         table["group"] = table["path"]  # no groups given: every file is its own
     table["group"] = table["group"].fillna(table["path"]).astype(str)
     table["synthetic"] = _flag(table["synthetic"]) if "synthetic" in table.columns else False
     return table
-
-
-def _is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
 
 
 def _local_join(base: Path) -> Callable[[str], str]:
