@@ -174,7 +174,7 @@ def train_command(
     version: Annotated[Optional[str], typer.Option(help="Bundle version (default 1.0.0, or the parent's next minor version).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the held-out evaluation report (report.md, plots, tables) here.")] = None,
     workers: Annotated[int, typer.Option(help="Threads that decode and augment training windows while the model trains.")] = 2,
-    augment: Annotated[Optional[list[str]], typer.Option("--augment", metavar="NAME=VALUE", help="Change one augmentation parameter of the preset (or, with --from, of the parent's training; repeat the option); NAME=LOW,HIGH for a range, e.g. p_pitch=0.5, pitch=0.7,1.6, p_reverb=0.3, p_telephone=0. Names: audioclf_core.training.AugmentParams.")] = None,
+    augment: Annotated[Optional[list[str]], typer.Option("--augment", metavar="NAME=VALUE", help="Change one augmentation parameter of the preset (or, with --from, of the parent's training; repeat the option); NAME=LOW,HIGH for a range, e.g. p_pitch=0.5, pitch=0.7,1.6, p_reverb=0.3, p_telephone=0. Names: audioclf_core.augment.AugmentParams.")] = None,
     feature: Annotated[Optional[list[str]], typer.Option("--feature", metavar="NAME=VALUE", help="Change one feature parameter of a new bundle's contract (repeat the option), e.g. fmin=300 and fmax=3400 for the telephone band only, n_mels=32, kind=mfcc. Not with --from: a fine-tune keeps its parent's contract. Names: audioclf_core.params.FeatureParams.")] = None,
     endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint for s3:// data.", envvar="AUDIOCLF_S3_ENDPOINT_URL")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,

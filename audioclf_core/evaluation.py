@@ -1,7 +1,7 @@
 """Held-out evaluation of a window classifier: metrics, tables, plots and a one-page report.
 
 The unit is the *segment*: a clip, or each sound of a clip longer than a segment can be (cut at
-its silences by :func:`audioclf_core.training.cut_recordings`), is cut into the bundle's windows by
+its silences by :func:`audioclf_core.labelled.cut_recordings`), is cut into the bundle's windows by
 :meth:`FeatureExtractor.windows` and its windows' probabilities are pooled as the bundle's
 manifest says (:func:`audioclf_core.pipeline.pool_windows`), exactly as
 :class:`audioclf_core.pipeline.Classifier` scores a segment. Metrics are computed here with
@@ -25,9 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from .augment import telephone
 from .bundle import Bundle, load_bundle
 from .errors import ParameterError
 from .features import FeatureExtractor
+from .labelled import cut_recordings, decoded, load_clips, load_table
 from .pipeline import pooled_window_probs
 from .storage import check_local_folder
 
@@ -163,7 +165,7 @@ class Evaluation:
     spans : np.ndarray or None
         float, shape ``(n, 2)``: each segment's start and end in its file, seconds (a long
         labelled recording gives several segments; see
-        :func:`audioclf_core.training.cut_recordings`).
+        :func:`audioclf_core.labelled.cut_recordings`).
     """
 
     labels: tuple[str, ...]
@@ -337,7 +339,7 @@ def evaluate_bundle(
     bundle : Bundle, str or Path
         A loaded bundle or a reference for :func:`load_bundle`.
     data : str, Path or DataFrame
-        Clips with labels (see :func:`audioclf_core.training.load_table`).
+        Clips with labels (see :func:`audioclf_core.labelled.load_table`).
     heldout_only : bool
         Keep only the groups the bundle's manifest lists as held out.
     groups : sequence of str
@@ -347,8 +349,6 @@ def evaluate_bundle(
     storage_options : mapping, optional
         fsspec options for data behind a URL (an S3 endpoint, credentials).
     """
-    from .training import cut_recordings, decoded, load_clips, load_table, telephone
-
     if condition not in CONDITIONS:
         raise ParameterError(f"condition={condition!r}: use one of {', '.join(CONDITIONS)}")
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
