@@ -75,8 +75,11 @@ def list_models(*, console: Console, folders: Sequence[str | Path] = (), warn: C
 
 
 def show_model(ref: str, *, console: Console) -> None:
-    """Print a bundle's manifest, verified against its weights."""
+    """Print a bundle's manifest, verified against its weights: their hash, and the window
+    shape and number of outputs the manifest promises (classify and evaluate refuse a bundle
+    whose model does not fit its manifest, so ``show`` must not pass it)."""
     b = load_bundle(ref)
+    b.model  # loads the weights and checks them against the manifest; raises BundleError
     console.print(f"[bold]{b.name}[/] {b.version}  ({b.path})")
     console.print(f"input window: {b.input_shape[0]} frames x {b.input_shape[1]} features")
     for line in heldout_lines(b.manifest.evaluation):

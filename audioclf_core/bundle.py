@@ -36,7 +36,7 @@ LITERT_FILE = "model.tflite"  # optional: the weights converted to LiteRT, check
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).with_name("bundles")
 DEFAULT_MODEL = "speech-music-noise"
-_LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")  # a label names a result column
 
 
 class Manifest(BaseModel):
@@ -78,7 +78,7 @@ class Manifest(BaseModel):
             raise ValueError(f"a classifier needs at least two labels, got {list(v)}")
         if len(set(v)) != len(v):
             raise ValueError(f"labels repeat: {list(v)}")
-        bad = [x for x in v if not _LABEL_RE.match(x)]
+        bad = [x for x in v if not LABEL_RE.match(x)]
         if bad:
             raise ValueError(f"labels must be lowercase letters, digits and _ (they name columns): {bad}")
         return v

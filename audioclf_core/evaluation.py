@@ -352,6 +352,7 @@ def evaluate_bundle(
     if condition not in CONDITIONS:
         raise ParameterError(f"condition={condition!r}: use one of {', '.join(CONDITIONS)}")
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    model = b.model  # a model that does not fit its manifest is the fault to name first
     table = load_table(data, storage_options=storage_options)
     keep = np.ones(len(table), dtype=bool)
     if heldout_only:
@@ -374,7 +375,7 @@ def evaluate_bundle(
     clips, table, _ = cut_recordings(clips, table, sr=b.sample_rate, silence=b.manifest.silence, log=log)
     if condition == "telephone":
         clips = [telephone(c, sr=b.sample_rate) for c in clips]
-    return evaluate_clips(b.model, clips, table["label"].tolist(), labels=b.labels, fx=b.features,
+    return evaluate_clips(model, clips, table["label"].tolist(), labels=b.labels, fx=b.features,
                           window=b.window_samples, hop=b.hop_samples, pooling=b.pooling, files=table["path"].tolist(),
                           groups=table["group"].tolist(), spans=table[["start_s", "end_s"]].to_numpy())
 

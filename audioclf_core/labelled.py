@@ -8,6 +8,7 @@ two sides; :func:`load_clips` decodes every clip once, mono, at the model's rate
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, Callable, Mapping, Sequence
@@ -17,6 +18,7 @@ import pandas as pd
 import soxr
 
 from .audio_io import AUDIO_EXTENSIONS, expand_inputs, mix_to_mono, open_audio, resolve_fs
+from .bundle import LABEL_RE
 from .errors import AudioClfError, ParameterError
 from .params import SilenceParams
 from .segment import split_nonsilent
@@ -57,13 +59,14 @@ def load_table(data: str | Path | pd.DataFrame, *, storage_options: Mapping[str,
         if where.is_file():
             table, join = _read_manifest(where, open), _local_join(where.parent)
         elif where.is_dir():
+            label_dirs = [d for d in sorted(where.iterdir()) if d.is_dir() and not d.name.startswith(".")]
             rows = [
                 {"path": str(p), "label": d.name, "group": _folder_group(d.relative_to(where), p.relative_to(where))}
-                for d in sorted(where.iterdir())
-                if d.is_dir() and not d.name.startswith(".")
+                for d in label_dirs
                 for p in sorted(d.rglob("*"))
                 if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
             ]
+            _refuse_empty_labels([d.name for d in label_dirs], rows, where=data)
             table, join = pd.DataFrame(rows, columns=["path", "label", "group"]), _local_join(where)
         else:
             raise ParameterError(f"no labelled data at {data}: not a folder of label folders or a CSV manifest")
@@ -73,8 +76,17 @@ def load_table(data: str | Path | pd.DataFrame, *, storage_options: Mapping[str,
     if table.empty:
         raise ParameterError(f"no clips in {data}")
     table = table.reset_index(drop=True)
+    for col in ("path", "label"):
+        blank = (table[col].isna() | (table[col].astype(str).str.strip() == "")).to_numpy()
+        if blank.any():
+            i = int(np.flatnonzero(blank)[0])
+            other = table.at[i, "label" if col == "path" else "path"]
+            where = "the table" if isinstance(data, pd.DataFrame) else data
+            raise ParameterError(f"{int(blank.sum())} rows of {where} have no {col}; the first: row {i + 1} "
+                                 f"(counting from 1 after the header; its {'label' if col == 'path' else 'path'} {other!r})")
     table["path"] = [str(p) if is_url(str(p)) or Path(str(p)).is_absolute() else join(str(p)) for p in table["path"]]
-    table["label"] = table["label"].astype(str)
+    table["label"] = table["label"].astype(str).str.strip()
+    check_label_names(table["label"].unique())
     if "group" not in table.columns or table["group"].isna().all():
         table["group"] = table["path"]  # no groups given: every file is its own
     table["group"] = table["group"].fillna(table["path"]).astype(str)
@@ -118,7 +130,34 @@ def _remote_table(uri: str, storage_options: Mapping[str, Any] | None) -> tuple[
                 rows.append({"path": p, "label": label, "group": group})
     except storage_errors() as exc:
         raise ParameterError(f"cannot read the labelled data at {given}: {exc}") from None
+    _refuse_empty_labels([lab for lab in labels if not lab.startswith(".")], rows, where=given)
     return pd.DataFrame(rows, columns=["path", "label", "group"]), lambda rel: rel
+
+
+def check_label_names(labels: Sequence[str]) -> None:
+    """Refuse labels that cannot name a model's output (a results column), before any work.
+
+    Raises
+    ------
+    ParameterError
+        Naming the first bad label, with a name that would do.
+    """
+    bad = [lab for lab in labels if not LABEL_RE.match(lab)]
+    if bad:
+        fix = re.sub(r"[^a-z0-9_]+", "_", bad[0].lower()).strip("_") or "a name"
+        raise ParameterError(f"label {bad[0]!r} cannot name a model output: labels are lowercase letters, digits and _ "
+                             f"(they name result columns); rename it, e.g. {fix!r}"
+                             + (f" ({len(bad)} labels like it)" if len(bad) > 1 else ""))
+
+
+def _refuse_empty_labels(label_dirs: Sequence[str], rows: Sequence[Mapping[str, Any]], *, where) -> None:
+    """A label folder without one audio file is a mistake (clips elsewhere, other extensions),
+    not a label to leave out without a word."""
+    empty = sorted(set(label_dirs) - {r["label"] for r in rows})
+    if empty:
+        raise ParameterError(f"label folder {empty[0]}/ in {where} holds no audio files; "
+                             "add clips or move the folder away"
+                             + (f" ({len(empty)} such folders: {', '.join(empty)})" if len(empty) > 1 else ""))
 
 
 def _folder_group(label_dir: PurePath, path: PurePath) -> str | None:
@@ -276,14 +315,17 @@ def longer_than_a_segment(y: np.ndarray, *, sr: int, silence: SilenceParams) -> 
 def cut_recordings(
     clips: Sequence[np.ndarray], table: pd.DataFrame, *, sr: int, silence: SilenceParams, log: Log | None = None,
 ) -> tuple[list[np.ndarray], pd.DataFrame, np.ndarray]:
-    """Cut the clips that are longer than a segment can be into the segments ``classify`` makes.
+    """Cut the clips that are longer than a segment can be into the segments ``classify`` makes,
+    and leave out the clips in which ``classify`` would find no segment at all.
 
     A clip no longer than the contract's ``max_segment_s`` is a labelled sound and stays whole.
     A longer one (a labelled recording: a call, an album side) could never be one segment at
     inference, so it is cut at its silences with the contract's silence rule, as the pipeline
     cuts a recording; each sound becomes a row with the clip's label and group, and the
-    silences between them are neither trained on nor scored. A long clip with no sound above
-    the silence threshold is left out.
+    silences between them are neither trained on nor scored. A clip of either kind with no
+    sound above the silence threshold (digital silence, a -80 dBFS hiss) is left out, and the
+    log names the first: classification never scores such a clip, so it must not teach a
+    label or count in a figure.
 
     Returns
     -------
@@ -293,30 +335,42 @@ def cut_recordings(
         ``table``'s rows repeated per piece, with columns ``start_s`` and ``end_s``.
     source : np.ndarray
         int, each new row's position in ``table`` (to carry other per-row data along).
+
+    Raises
+    ------
+    ParameterError
+        Every clip is silent.
     """
     out: list[np.ndarray] = []
     source: list[int] = []
     spans: list[tuple[int, int]] = []
-    cut = pieces = silent = 0
+    cut = pieces = 0
+    silent: list[int] = []
     for i, y in enumerate(clips):
+        bounds = split_nonsilent(y, sr=sr, params=silence)
+        if not len(bounds):
+            silent.append(i)
+            continue
         if not longer_than_a_segment(y, sr=sr, silence=silence):
-            out.append(y)
+            out.append(y)  # a labelled sound: whole, its pauses and all
             source.append(i)
             spans.append((0, len(y)))
             continue
-        bounds = split_nonsilent(y, sr=sr, params=silence)
         cut += 1
         pieces += len(bounds)
-        silent += not len(bounds)
         for a, b in bounds:
             out.append(y[a:b])
             source.append(i)
             spans.append((int(a), int(b)))
     if log and cut:
         log(f"{cut} clips longer than {silence.max_segment_s:g} s (a segment's longest) were cut at their silences "
-            f"into {pieces} segments, as classify cuts recordings" + (f"; {silent} held no sound and are left out" if silent else ""))
+            f"into {pieces} segments, as classify cuts recordings")
     if not out:
-        raise ParameterError("no sound left to learn from or score: every clip is silent")
+        raise ParameterError(f"no sound left to learn from or score: all {len(clips)} clips are silent "
+                             f"(nothing above {silence.threshold_dbfs:g} dBFS for {silence.min_segment_ms:g} ms)")
+    if log and silent:
+        log(f"{len(silent)} clips hold no sound above {silence.threshold_dbfs:g} dBFS (classify would find no segment "
+            f"in them) and are left out; the first: {table['path'].iloc[silent[0]]}")
     src = np.asarray(source, dtype=np.int64)
     t = table.iloc[src].reset_index(drop=True)
     t["start_s"] = [a / sr for a, _ in spans]

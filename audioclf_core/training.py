@@ -613,7 +613,9 @@ def train(
     from_bundle : str or Path, optional
         Fine-tune this bundle. Its contract and network are kept (``arch_kwargs`` must be
         empty; the parent's are recorded), the result is a new version in ``out``, and the
-        parent stays as it is. New labels get a new output layer.
+        parent stays as it is. The data must have clips of every one of the parent's labels,
+        or bring new ones: then the network gets a new output layer for the data's labels and
+        the bundle is a new task, named after the data (version 1.0.0) unless ``name`` is given.
     freeze_features : bool
         With ``from_bundle``: train only the output layer.
     learning_rate : float, optional
@@ -621,8 +623,9 @@ def train(
         :data:`FINE_TUNE_LEARNING_RATE` for a fine-tune, whose first steps would otherwise
         undo much of what the parent learned before validation can see it.
     search : int
-        Hyper-parameter trials (0: none); each runs ``search_epochs`` epochs and the best
-        validation accuracy wins.
+        Hyper-parameter trials (0: none, else at least 2; not with ``from_bundle``): the given
+        configuration and ``search - 1`` seeded draws, each run for ``search_epochs`` epochs;
+        the best validation accuracy wins.
     test_groups, val_groups : sequence of str
         Groups to hold out by name (default: drawn by :func:`group_split`).
     real_repeat : int
@@ -630,7 +633,8 @@ def train(
     time_budget_s : float, optional
         Stop the final training after this many seconds (at an epoch's end).
     report : str or Path, optional
-        Also write the held-out evaluation report there.
+        Also write the held-out evaluation report there (refused before any clip is read
+        when the split holds no group out).
     verbose : int
         Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
     augment : sequence of str
@@ -655,8 +659,10 @@ def train(
                  ("max_windows_per_epoch", max_windows_per_epoch)):
         if int(v) < 1:
             raise ParameterError(f"{k}={v} must be at least 1")
-    if search < 0:
-        raise ParameterError(f"search={search} must be 0 or more")
+    if search < 0 or search == 1:
+        raise ParameterError(f"search={search}: give 2 trials or more to compare (0: no search)")
+    if search and from_bundle is not None:
+        raise ParameterError("search does not apply to a fine-tune: it keeps its parent's network")
     if patience < 0:
         raise ParameterError(f"patience={patience} must be 0 or more")
     if learning_rate is None:
@@ -702,6 +708,14 @@ def train(
     if parent is not None:
         # The parent's labels, unless the data brings new ones: then a new output layer.
         labels = tuple(found) if set(found) - set(parent.labels) else tuple(task.labels)
+        lacking = [lab for lab in labels if lab not in found]
+        if lacking:
+            raise ParameterError(f"the data has no clips labelled {', '.join(lacking)}: a fine-tune keeps all of its "
+                                 f"parent's labels ({', '.join(parent.labels)}) unless the data brings new ones, and "
+                                 "a label without clips would be unlearned; add clips of it")
+        if labels != tuple(parent.labels):
+            say(f"new labels {', '.join(labels)} (the parent's: {', '.join(parent.labels)}): a new output layer on "
+                f"the parent's features; the bundle takes the data's name unless --name is given")
     else:
         # The preset's order for the preset's labels the data has; a model learns no label without clips.
         labels = tuple(lab for lab in task.labels if lab in found) if set(found) <= set(task.labels) else tuple(found)
@@ -709,6 +723,9 @@ def train(
         raise ParameterError(f"the data has one label only ({found}); a classifier needs at least two")
     split = group_split(table, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed,
                         test_groups=test_groups, val_groups=val_groups)
+    if report is not None and not (split == "test").any():
+        raise ParameterError(f"no held-out groups for --report: the split of {table['group'].nunique()} groups holds "
+                             "none out (name one with --test-group, raise --test-fraction, or give more groups)")
     say(f"{len(table)} clips, {table['group'].nunique()} groups, labels {', '.join(labels)}; "
         f"split by group: " + ", ".join(f"{s} {int((split == s).sum())} clips / {table.loc[split == s, 'group'].nunique()} groups" for s in SPLITS))
     if len(table) > 1 and (table["group"] == table["path"]).all():  # no group named anywhere
@@ -758,7 +775,7 @@ def train(
     if parent is not None:  # the network is the parent's: record what its manifest records
         base_kwargs = dict(parent.manifest.provenance.get("training", {}).get("arch_kwargs") or {})
     trials = []
-    if parent is None and search > 1:
+    if search:
         configs = search_configs(arch, search, seed=seed, base=base_kwargs, learning_rate=learning_rate)
         s_epochs = search_epochs or max(2, epochs // 3)
         for t, cfg in enumerate(configs):
@@ -866,11 +883,15 @@ def train(
                                   **_heldout_figures(evaluations, task.pooling), "speed": speed}
     from .bundle import save_bundle
 
+    same_task = parent is not None and labels == tuple(parent.labels)  # else a new task on the parent's features
     bundle = save_bundle(
         model, out,
-        name=name or (parent.name if parent else task.name if labels == tuple(task.labels) else _data_name(data)),
-        version=version or (_next_version(parent.version) if parent else "1.0.0"),
-        description=description if description is not None else (parent.manifest.description if parent else task.description),
+        name=name or (parent.name if same_task else task.name if labels == tuple(task.labels) else _data_name(data)),
+        version=version or (_next_version(parent.version) if same_task else "1.0.0"),
+        description=description if description is not None else (
+            parent.manifest.description if same_task
+            else f"Fine-tuned from {parent.name} {parent.version} with a new output layer for {', '.join(labels)}."
+            if parent else task.description),
         trained=True, labels=labels, sample_rate=sr, window_s=task.window_s, hop_s=task.hop_s,
         features=task.features, silence=task.silence, pooling=task.pooling, architecture=arch, provenance=provenance,
         evaluation=evaluation,

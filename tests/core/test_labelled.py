@@ -145,9 +145,77 @@ def test_long_clips_are_cut_at_their_silences_and_short_ones_stay_whole():
     for c, (a, b) in zip(clips, t[["start_s", "end_s"]].to_numpy()):
         assert len(c) == round((b - a) * sr)
     np.testing.assert_array_equal(clips[1], long_[int(4.9 * sr): int(9.6 * sr)])
-    assert "3 clips longer than 30 s" in logged[0] and "into 6 segments" in logged[0] and "1 held no sound" in logged[0]
-    with pytest.raises(ParameterError, match="every clip is silent"):
+    assert "2 clips longer than 30 s" in logged[0] and "into 6 segments" in logged[0]
+    assert logged[1].startswith("1 clips hold no sound above -50 dBFS") and logged[1].endswith("the first: silent")
+    with pytest.raises(ParameterError, match="all 1 clips are silent"):
         cut_recordings([silent], table.iloc[:1], sr=sr, silence=silence)
+
+
+def test_short_clips_that_classify_would_find_no_segment_in_are_left_out():
+    """A labelled clip of digital silence or of a hiss under the threshold teaches nothing and
+    scores nothing: classification never makes a segment of it."""
+    sr, silence = 8000, SilenceParams()  # -50 dBFS
+    rng = np.random.default_rng(0)
+    hiss = (10 ** (-60 / 20) * rng.standard_normal(2 * sr)).astype(np.float32)  # about -60 dBFS RMS
+    audible = (10 ** (-40 / 20) * rng.standard_normal(2 * sr)).astype(np.float32)  # about -40 dBFS
+    clips = [np.zeros(2 * sr, np.float32), hiss, audible, _tone_bursts([(0.5, 1.5)], 2.0)]
+    table = pd.DataFrame({"path": ["zeros", "hiss", "audible", "tone"], "label": ["speech"] * 4,
+                          "group": ["a", "b", "c", "d"]})
+    logged = []
+    out, t, source = cut_recordings(clips, table, sr=sr, silence=silence, log=logged.append)
+    assert t.path.tolist() == ["audible", "tone"] and source.tolist() == [2, 3]
+    assert out[0] is clips[2] and out[1] is clips[3]  # the kept ones stay whole, pauses and all
+    assert (t.start_s.tolist(), t.end_s.tolist()) == ([0.0, 0.0], [2.0, 2.0])
+    assert logged == ["2 clips hold no sound above -50 dBFS (classify would find no segment in them) and are left "
+                      "out; the first: zeros"]
+
+
+def test_rows_without_a_path_or_label_are_refused_by_row(tmp_path):
+    clip = DATA / "speech_en_transfer.wav"
+    rows = pd.DataFrame({"path": [str(clip)] * 3, "label": ["speech", "music", None]})
+    with pytest.raises(ParameterError, match=r"1 rows of .* have no label; the first: row 3 .*speech_en_transfer"):
+        load_table(rows)
+    rows.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(ParameterError, match=r"m\.csv have no label; the first: row 3"):
+        load_table(tmp_path / "m.csv")
+    rows.loc[2, "label"] = " noise "  # a stray space in a spreadsheet
+    rows.to_csv(tmp_path / "m.csv", index=False)
+    with open(tmp_path / "m.csv", "a") as f:
+        f.write(",music\n")
+    with pytest.raises(ParameterError, match=r"m\.csv have no path; the first: row 4 .*'music'"):
+        load_table(tmp_path / "m.csv")
+    assert load_table(rows).label.tolist() == ["speech", "music", "noise"]
+
+
+@pytest.mark.parametrize("bad,fix", [("hold-music", "hold_music"), ("Speech", "speech"), ("Musik im Wartezimmer", "musik_im_wartezimmer")])
+def test_labels_that_cannot_name_an_output_are_refused_with_a_name_that_would_do(tmp_path, bad, fix):
+    for lab in ("music", bad):
+        (tmp_path / lab).mkdir(exist_ok=True)
+        shutil.copy(DATA / "speech_en_transfer.wav", tmp_path / lab)
+    with pytest.raises(ParameterError, match=f"label '{bad}' cannot name a model output: .* e.g. '{fix}'"):
+        load_table(tmp_path)
+    (tmp_path / bad).rename(tmp_path / fix)
+    assert sorted(load_table(tmp_path).label.unique()) == sorted({"music", fix})
+
+
+def test_a_label_folder_without_audio_is_refused_not_dropped(tmp_path, s3_server, s3_bucket):
+    import s3fs
+
+    for lab in ("speech", "music"):
+        (tmp_path / lab).mkdir()
+        shutil.copy(DATA / "speech_en_transfer.wav", tmp_path / lab)
+    (tmp_path / "noise").mkdir()
+    (tmp_path / "noise" / "readme.txt").write_text("clips to come")
+    with pytest.raises(ParameterError, match="label folder noise/ in .* holds no audio files"):
+        load_table(tmp_path)
+    fs = s3fs.S3FileSystem(**s3_server.storage_options)
+    for rel in ("speech/speech_en_transfer.wav", "music/speech_en_transfer.wav", "noise/readme.txt"):
+        fs.put(str(tmp_path / rel), f"{s3_bucket}/labelled/{rel}")
+    with pytest.raises(ParameterError, match="label folder noise/ in s3://.* holds no audio files"):
+        load_table(f"s3://{s3_bucket}/labelled/", storage_options=s3_server.storage_options)
+    (tmp_path / "noise" / "readme.txt").unlink()
+    (tmp_path / "noise").rmdir()
+    assert sorted(load_table(tmp_path).label.unique()) == ["music", "speech"]
 
 
 def test_label_folders_in_a_bucket_are_read_as_local_ones(tmp_path, s3_server, s3_bucket):

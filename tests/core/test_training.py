@@ -187,6 +187,28 @@ def test_fine_tuning_writes_a_new_version_and_keeps_the_parent(trained, dataset,
 
 
 @pytest.mark.slow
+def test_a_fine_tune_on_other_labels_is_a_new_task_and_one_on_fewer_is_refused(trained, dataset, tmp_path):
+    table = pd.read_csv(dataset / "manifest.csv")
+    with pytest.raises(ParameterError, match="the data has no clips labelled noise: a fine-tune keeps all of its "
+                                             r"parent's labels \(speech, music, noise\)"):
+        train(table[table.label != "noise"], out=tmp_path / "fewer", from_bundle=trained.bundle.path, epochs=1, verbose=0)
+    assert not (tmp_path / "fewer").exists()
+    said = []
+    other = table.assign(label=table.label.map({"speech": "voice", "music": "tune", "noise": "noise"}))
+    child = train(other, out=tmp_path / "other", from_bundle=trained.bundle.path, epochs=1, batch_size=16,
+                  max_windows_per_epoch=32, test_groups=TEST_GROUPS, val_fraction=0.0, verbose=0, workers=1,
+                  log=said.append).bundle.manifest
+    assert child.labels == ("noise", "tune", "voice") and (child.name, child.version) == ("custom", "1.0.0")
+    assert child.description == "Fine-tuned from speech-music-noise 1.0.0 with a new output layer for noise, tune, voice."
+    assert child.provenance["parent"]["version"] == "1.0.0" and "parent_val_window_accuracy" not in child.provenance["training"]
+    assert "new labels noise, tune, voice (the parent's: speech, music, noise): a new output layer" in "\n".join(said)
+    named = train(other, out=tmp_path / "named", from_bundle=trained.bundle.path, name="calls", version="0.3.0",
+                  epochs=1, batch_size=16, max_windows_per_epoch=32, test_groups=TEST_GROUPS, val_fraction=0.0,
+                  verbose=0, workers=1).bundle.manifest
+    assert (named.name, named.version) == ("calls", "0.3.0")
+
+
+@pytest.mark.slow
 def test_a_fine_tune_starts_gently_and_records_what_its_parent_scored_on_validation(trained, dataset, tmp_path):
     split = dict(test_groups=["moh-reno"], val_groups=["allison-prompts", "noise-tones"], epochs=1, batch_size=16,
                  max_windows_per_epoch=32, verbose=0, workers=1)
@@ -784,6 +806,8 @@ def test_bad_arguments_are_refused_before_any_work(dataset, tmp_path):
         (dict(max_windows_per_epoch=0), "max_windows_per_epoch=0"), (dict(learning_rate=-1.0), "learning_rate=-1.0"),
         (dict(learning_rate=float("nan")), "learning_rate=nan"), (dict(patience=-1), "patience=-1"),
         (dict(time_budget_s=0.0), "time_budget_s=0.0"), (dict(version="notaversion"), "'notaversion' is not a version"),
+        (dict(search=1), "search=1: give 2 trials or more"), (dict(search=-2), "search=-2"),
+        (dict(search=2, from_bundle="speech-music-noise"), "search does not apply to a fine-tune"),
     ]
     for kwargs, message in bad:
         with pytest.raises(ParameterError, match=message):
@@ -795,7 +819,14 @@ def test_bad_arguments_are_refused_before_any_work(dataset, tmp_path):
         train(dataset, out=tmp_path / "afile" / "b")
     with pytest.raises(OutputError, match="report folder .*afile is a file"):
         train(dataset, out=tmp_path / "x", report=tmp_path / "afile")
-    assert not (tmp_path / "x").exists()
+    # A report with nothing held out to report on: refused before any clip is read (these do not exist).
+    gone = pd.DataFrame({"path": [str(tmp_path / f"gone{i}.wav") for i in range(6)], "label": ["speech", "music"] * 3,
+                         "group": ["a", "b", "c", "d", "e", "f"]})
+    with pytest.raises(ParameterError, match="no held-out groups for --report: the split of 6 groups holds none out"):
+        train(gone, out=tmp_path / "x", report=tmp_path / "rep", test_fraction=0.0)
+    with pytest.raises(ParameterError, match="none of the 6 clips .* could be decoded"):  # what reading them says
+        train(gone, out=tmp_path / "x", report=tmp_path / "rep", test_groups=["a"])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "rep").exists()
 
 
 def test_data_with_some_of_the_presets_labels_trains_those_under_its_own_name(tmp_path):
