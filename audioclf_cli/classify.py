@@ -136,7 +136,14 @@ def _print_summary(console: Console, s: ClassifySummary) -> None:
     for lab, sec in s.label_s.items():
         table.add_row(f"  {lab}", f"{sec / 60:.1f} min ({100 * sec / total:.0f}%)")
     console.print(table)
-    for uri, reason in s.failures[:10]:
+    print_failures(console, s.failures, failed=s.failed, out=s.out)
+
+
+def print_failures(console: Console, failures: Sequence[tuple[str, str]], *, failed: int, out: str, shown: int = 10) -> None:
+    """The first ``shown`` failures' reasons, then how many more there are and where to find them."""
+    for _uri, reason in failures[:shown]:
         console.print(f"[red]failed:[/] {reason}", soft_wrap=True)
-    if len(s.failures) > 10:
-        console.print(f"[red]… and {len(s.failures) - 10} more failures: see recordings/ (status = 'error')[/]")
+    more = max(failed, len(failures)) - min(len(failures), shown)
+    if more > 0:
+        console.print(f"[red]… and {more} more failures: see {out.rstrip('/')}/recordings/ (status = 'error')[/]",
+                      soft_wrap=True)

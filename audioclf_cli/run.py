@@ -15,6 +15,8 @@ from rich.table import Table
 
 from audioclf_core.errors import ParameterError
 
+from .classify import print_failures
+
 
 def prefect_defaults() -> None:
     """Settings that make a local run work out of the box (the user's own win)."""
@@ -62,7 +64,8 @@ def options_error(exc) -> str:
     parts = []
     for e in exc.errors():
         option = "--" + str(e["loc"][0]).replace("_", "-") if e.get("loc") else "options"
-        parts.append(f"{option} {e['input']!r}: {e['msg']}" if "input" in e else f"{option}: {e['msg']}")
+        msg = e["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
+        parts.append(f"{option} {e['input']!r}: {msg}" if "input" in e else f"{option}: {msg}")
     return "; ".join(parts)
 
 
@@ -77,5 +80,4 @@ def _print(console: Console, s) -> None:
     for lab, sec in s.label_s.items():
         table.add_row(f"  {lab}", f"{sec / 60:.1f} min, {s.label_segments.get(lab, 0)} segments")
     console.print(table)
-    for uri, reason in s.failures[:10]:
-        console.print(f"[red]failed:[/] {reason}", soft_wrap=True)
+    print_failures(console, s.failures, failed=s.failed, out=s.out)

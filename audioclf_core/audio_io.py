@@ -82,6 +82,10 @@ _SF_LIB = getattr(sf, "_snd", None)
 _SF_FFI = getattr(sf, "_ffi", None)
 if _SF_LIB is None or _SF_FFI is None or not hasattr(_SF_LIB, "sf_readf_float"):
     _SF_LIB = None
+# A WAV header with its usual chunks fits in this; a file of 0 frames larger than that holds
+# bytes a recorder wrote after a header it never finished.
+_UNFINISHED_WAV_BYTES = 4096
+_UNFINISHED_WAV = "a WAV file whose header promises 0 frames, with more bytes after it"
 _SF_UNRECOGNISED = frozenset({"format not recognised", "file contains data in an unknown format"})
 _SF_DEFERRED = "libsndfile defers to ffmpeg: "
 _COPY_CHUNK_BYTES = 1 << 20
@@ -228,7 +232,7 @@ def expand_inputs(
         except (ValueError, ImportError, *storage_errors()) as exc:
             reason = _os_reason(exc) if isinstance(exc, OSError) else _one_line(exc)
             warnings.append(f"cannot resolve '{spec}': {reason}; kept, to be reported as an error")
-            add(spec)
+            add(spec.split("::", 1)[0] + "::" + _absolute_chain(spec.split("::", 1)[1]) if "::" in spec else spec)
             continue
         try:
             kind = fs.info(path).get("type")
@@ -331,6 +335,19 @@ def resolve_fs(uri: str, storage_options: Mapping[str, Any] | None = None) -> tu
         raise ValueError(f"{archive} is not a readable archive ({_one_line(exc)})") from None
 
 
+def _absolute_chain(chain: str) -> str:
+    """The links of a chained URL after its first, with local paths made absolute
+    (``::calls.zip`` and ``::file:///data/calls.zip`` both become ``::/data/calls.zip``),
+    so that one archive gives one identity whatever folder the command ran in."""
+    links = []
+    for link in chain.split("::"):
+        protocol = split_protocol(link)[0]
+        if protocol in (None, "file", "local"):
+            link = os.path.normpath(os.path.abspath(os.path.expanduser(link.split("://", 1)[-1])))
+        links.append(link)
+    return "::".join(links)
+
+
 def _to_uri(fs: fsspec.AbstractFileSystem, spec: str, path: str) -> str:
     """The URI a user would type for `path` on `fs`, in the protocol they used in `spec`.
 
@@ -338,7 +355,7 @@ def _to_uri(fs: fsspec.AbstractFileSystem, spec: str, path: str) -> str:
     first link; each file's URI keeps the rest of the chain, so that it opens
     as the listing saw it.
     """
-    chain = "::" + spec.split("::", 1)[1] if "::" in spec else ""
+    chain = "::" + _absolute_chain(spec.split("::", 1)[1]) if "::" in spec else ""
     if isinstance(fs, LocalFileSystem):
         return os.path.normpath(path) + chain
     protocol = split_protocol(spec)[0]
@@ -433,6 +450,13 @@ def list_recordings(
         rel = posixpath.relpath(path, root.rstrip("/") or "/") if root else path
         if pattern is not None and not fnmatch.fnmatchcase(rel, pattern):
             continue
+        if info.get("islink"):
+            # A listing describes a link itself (its own mtime); opening it describes its
+            # target, and the two must agree or a re-run never sees the recording as done.
+            try:
+                info = fs.info(path)
+            except OSError:
+                pass  # a broken link: kept, to become an error row when opened
         modified = _modified(info)
         if modified_since is not None and modified is not None and modified < modified_since:
             continue
@@ -563,7 +587,7 @@ def _open_with_libsndfile(
         if guarded.error is not None:
             snd.close()
             raise SourceUnavailableError(f"cannot decode {uri}: read error: {_one_line(guarded.error)}")
-        why_ffmpeg = _prefer_ffmpeg(snd)
+        why_ffmpeg = _prefer_ffmpeg(snd, size=size)
         if why_ffmpeg is None or _which("ffmpeg") is None or _which("ffprobe") is None:
             try:
                 return _SoundFileReader(uri, snd, guarded, trust_frames=why_ffmpeg is None)
@@ -581,7 +605,7 @@ def _open_with_libsndfile(
     return _open_with_ffmpeg(uri, fs, path, guarded, size, sf_reason)
 
 
-def _prefer_ffmpeg(snd: sf.SoundFile) -> str | None:
+def _prefer_ffmpeg(snd: sf.SoundFile, *, size: int | None = None) -> str | None:
     """Why libsndfile, which opened the file, should not decode it (or None).
 
     libsndfile 1.2 sizes an MP3 without a Xing/Info header from its first
@@ -593,8 +617,12 @@ def _prefer_ffmpeg(snd: sf.SoundFile) -> str | None:
     and says where it broke. With more than two channels, libsndfile returns
     an Ogg stream's channels in Vorbis order (5.1: L, C, R, Ls, Rs, LFE)
     where every other decoder path here gives WAV order (L, R, C, LFE, Ls,
-    Rs); ffmpeg reorders them.
+    Rs); ffmpeg reorders them. A recorder that stopped before it finished its
+    WAV header leaves a data size of 0 in front of the audio it wrote: libsndfile
+    reads 0 frames, ffmpeg reads the audio to the end of the file.
     """
+    if snd.format in ("WAV", "WAVEX") and snd.frames == 0 and size is not None and size > _UNFINISHED_WAV_BYTES:
+        return _SF_DEFERRED + _UNFINISHED_WAV
     if snd.format == "MP3" and re.search(r"bitrate mode\s*:\s*constant", snd.extra_info):
         return _SF_DEFERRED + "an MP3 without a Xing/Info header, whose length it can only guess"
     if snd.format == "OGG" and snd.frames == 0:
@@ -625,7 +653,8 @@ def _open_with_ffmpeg(
         if probe.get("error"):
             raise DecodeError(f"cannot decode {uri}: {_ffmpeg_failure(probe['error'], sf_reason, size)}")
         info = _info_from_probe(uri, probe)
-        return _FFmpegReader(uri, info, ffmpeg=ffmpeg, local_path=local, temp_path=temp)
+        return _FFmpegReader(uri, info, ffmpeg=ffmpeg, local_path=local, temp_path=temp,
+                             strict=not sf_reason.endswith(_UNFINISHED_WAV))
     except BaseException:
         if temp is not None:
             _remove(temp)
@@ -963,11 +992,13 @@ def _check_wav_length(uri: str, snd: sf.SoundFile) -> None:
 
 
 class _FFmpegReader(AudioReader):
-    def __init__(self, uri: str, info: AudioInfo, *, ffmpeg: str, local_path: str, temp_path: str | None) -> None:
+    def __init__(self, uri: str, info: AudioInfo, *, ffmpeg: str, local_path: str, temp_path: str | None,
+                 strict: bool = True) -> None:
         super().__init__(info)
         self._ffmpeg = ffmpeg
         self._local = local_path
         self._temp = temp_path
+        self._strict = strict
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _decode(self, block_frames: int, generation: int) -> Iterator[np.ndarray]:
@@ -978,8 +1009,9 @@ class _FFmpegReader(AudioReader):
         cmd = [
             self._ffmpeg, "-nostdin", "-hide_banner", "-v", "error",
             # Stop at the first decoding error, so that its position is known
-            # and corrupt data is not papered over with concealment.
-            "-xerror",
+            # and corrupt data is not papered over with concealment. Not for a WAV
+            # whose recorder never finished its header: its end is cut by nature.
+            *(["-xerror"] if self._strict else []),
             "-i", _ffmpeg_input(self._local), "-map", "0:a:0",
             # Pin rate and layout to the probed ones: a stream that changes
             # them midway (concatenated MP3s) still yields blocks of one shape.

@@ -12,8 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from .errors import OutputError
+from .errors import OutputError, ParameterError
 
 
 def is_url(path: str) -> bool:
@@ -22,15 +23,40 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+def check_endpoint_url(endpoint_url: str) -> str:
+    """An S3-compatible endpoint as botocore takes it: ``http(s)://host[:port][/path]``.
+
+    Raises
+    ------
+    ParameterError
+        Anything else (botocore would raise a bare ``ValueError`` at the first request,
+        deep inside a listing or a write).
+    """
+    try:
+        parts = urlsplit(endpoint_url)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        raise ParameterError(f"endpoint URL {endpoint_url!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ParameterError(f"endpoint URL {endpoint_url!r} is not http(s)://host[:port], "
+                             "e.g. http://127.0.0.1:9000")
+    return endpoint_url
+
+
 def storage_options_for(*, endpoint_url: str | None = None, region: str | None = None) -> dict[str, Any]:
     """Options for ``fsspec.open``/``url_to_fs`` that reach an S3-compatible store.
 
     Local and in-memory filesystems ignore these options, so one mapping
     serves inputs of mixed kinds.
+
+    Raises
+    ------
+    ParameterError
+        ``endpoint_url`` is not an http(s) URL (:func:`check_endpoint_url`).
     """
     client: dict[str, Any] = {}
     if endpoint_url:
-        client["endpoint_url"] = endpoint_url
+        client["endpoint_url"] = check_endpoint_url(endpoint_url)
     if region:
         client["region_name"] = region
     return {"client_kwargs": client} if client else {}

@@ -14,19 +14,20 @@ import os
 import time
 from datetime import date, datetime, timedelta
 from typing import Collection, Literal
+from urllib.parse import urlsplit
 
 from fsspec.implementations.local import LocalFileSystem
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from audioclf_core.audio_io import resolve_fs
 from audioclf_core.bundle import DEFAULT_MODEL
 from audioclf_core.errors import ParameterError
 from audioclf_core.pipeline import Classifier, Tally
 from audioclf_core.results import ResultStore
-from audioclf_core.storage import storage_errors
+from audioclf_core.storage import check_endpoint_url, storage_errors
 from tasks.classify import (
     BatchSummary,
     ClassifySpec,
@@ -59,6 +60,30 @@ class ArchiveOptions(BaseModel):
     retry_errors: bool = Field(False, description="classify again recordings that ended as error rows")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (default: AUDIOCLF_S3_ENDPOINT_URL)")
     engine: Literal["auto", "litert", "keras"] = Field("auto", description="inference engine: LiteRT (no TensorFlow) when the model converts, else Keras")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        try:
+            return None if v is None else check_endpoint_url(v)
+        except ParameterError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("dask_address")
+    @classmethod
+    def _scheduler(cls, v: str | None) -> str | None:
+        """A scheduler's address names its host and port (``tcp://10.0.0.5:8786``, or
+        ``10.0.0.5:8786``): checked here, not by a flow run that fails to connect."""
+        if v is None:
+            return v
+        try:
+            parts = urlsplit(v if "://" in v else f"tcp://{v}")
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None:
+            raise ValueError("a Dask scheduler address names its host and port, e.g. tcp://10.0.0.5:8786")
+        return v
 
 
 class RunSummary(Tally):

@@ -148,6 +148,15 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
         (["run", "samples/", "--out", "{tmp}", "--channels", "left"], "--channels 'left': Input should be 'mix' or 'split'"),
         (["run", "samples/", "--out", "{tmp}", "--model", "no-such-model"], "no model bundle 'no-such-model'"),
         (["run", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),
+        # an endpoint botocore would take for a bare ValueError at the first request
+        (["classify", "samples/", "--out", "{tmp}", "--endpoint-url", "notaurl"],
+         "error: endpoint URL 'notaurl' is not http(s)://host[:port], e.g. http://127.0.0.1:9000"),
+        (["classify", "s3://calls/a.wav", "--out", "{tmp}", "--endpoint-url", "127.0.0.1:9000"],
+         "endpoint URL '127.0.0.1:9000' is not http(s)://host[:port]"),
+        (["run", "s3://calls/2026/11/", "--out", "{tmp}", "--endpoint-url", "notaurl"],
+         "error: --endpoint-url 'notaurl': endpoint URL 'notaurl' is not http(s)://host[:port]"),
+        (["run", "samples/", "--out", "{tmp}", "--dask-address", "notaurl"],
+         "error: --dask-address 'notaurl': a Dask scheduler address names its host and port, e.g. tcp://10.0.0.5:8786"),
     ],
 )
 def test_errors_are_one_readable_line(tmp_path, args, needle):
@@ -165,6 +174,22 @@ def test_run_refuses_an_output_that_holds_other_labels_before_any_flow_run(tmp_p
     assert len(pd.read_parquet(out / "recordings")) == 1  # nothing classified into it
 
 
+def test_a_summary_names_ten_failures_and_counts_the_rest():
+    from rich.console import Console
+
+    from audioclf_cli.classify import print_failures
+
+    console = Console(record=True, width=200)
+    failures = [(f"/calls/{i}.wav", f"cannot decode /calls/{i}.wav: not an audio file") for i in range(12)]
+    print_failures(console, failures, failed=12, out="s3://calls/results/")
+    lines = console.export_text().splitlines()
+    assert lines[:10] == [f"failed: cannot decode /calls/{i}.wav: not an audio file" for i in range(10)]
+    assert lines[10:] == ["… and 2 more failures: see s3://calls/results/recordings/ (status = 'error')"]
+    console = Console(record=True, width=200)
+    print_failures(console, failures[:3], failed=3, out="o")
+    assert len(console.export_text().splitlines()) == 3
+
+
 def test_models_list_and_show():
     from audioclf_core.bundle import load_bundle
 
@@ -179,6 +204,22 @@ def test_models_list_and_show():
         assert f"{100 * right / rec['segments']:.1f} % ({len(rec['per_group'])} groups)" in rows[name]
     proc = run("models", "show", "placeholder")
     assert proc.returncode == 0 and '"trained": false' in proc.stdout and "97 frames x 64 features" in proc.stdout
+
+
+def test_models_show_refuses_a_bundle_whose_model_does_not_fit_its_manifest(tmp_path):
+    """`show` prints a verified manifest: it must refuse what classify and evaluate refuse."""
+    from audioclf_core.bundle import load_bundle
+
+    for field, value, needle in (("sample_rate", 32000, "model expects windows of shape (97, 64), but the manifest's "
+                                  "features give (197, 64)"),
+                                 ("labels", ["speech", "music", "noise", "tone"], "model has 3 outputs, but the manifest "
+                                  "lists 4 labels")):
+        bundle = tmp_path / field
+        shutil.copytree(load_bundle("placeholder").path, bundle)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest[field] = value
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        assert needle in one_line_error(run("models", "show", str(bundle)))
 
 
 def test_a_store_that_cannot_be_reached_is_one_line_or_an_error_row(tmp_path):

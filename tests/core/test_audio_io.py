@@ -423,6 +423,28 @@ def test_wav_with_placeholder_size_is_not_truncated(tmp_path: Path) -> None:
     np.testing.assert_allclose(y[:, 0], x[:, 0], atol=1e-4)
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+@pytest.mark.parametrize("riff_size", [None, 0])
+def test_wav_whose_recorder_never_finished_its_header_is_read_to_its_end(tmp_path: Path, riff_size) -> None:
+    # A recorder that stopped before it wrote its sizes leaves 0 in the data chunk (and maybe
+    # the RIFF chunk): libsndfile reads 0 frames, but the audio is all there.
+    x = truth(8000, 1, seconds=3.0)
+    path = tmp_path / "crashed.wav"
+    sf.write(path, x, 8000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    assert data[36:40] == b"data"
+    data[40:44] = b"\0\0\0\0"
+    if riff_size is not None:
+        data[4:8] = riff_size.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).frames == 0
+    info, y = decode_all(str(path))
+    assert info.frames == len(x) and y.shape == x.shape
+    np.testing.assert_allclose(y[:, 0], x[:, 0], atol=1e-4)
+    path.write_bytes(bytes(data[:44 + 1000]))  # a header with a few samples only: under the threshold
+    _expect_open_error(str(path), "no audio (0 frames)")
+
+
 def test_flac_cut_midway(tmp_path: Path) -> None:
     full = tmp_path / "full.flac"
     sf.write(full, truth(16000, 1, seconds=4), 16000, subtype="PCM_16")
@@ -854,6 +876,45 @@ def test_recordings_inside_a_zip_archive_are_listed_opened_and_identified(tmp_pa
     assert member.uri == f"tar://calls/a.wav::{tmp_path / 'calls.tar.gz'}"
     with open_audio(member.uri) as reader:
         np.testing.assert_array_equal(np.concatenate(list(reader.blocks(5000))), a)
+
+
+def test_an_archive_named_by_a_relative_path_gives_its_members_one_identity(tmp_path, monkeypatch):
+    """``zip://::calls.zip`` from one folder and ``zip://::/abs/calls.zip`` (or ``file://``) from
+    another name the same members: a re-run must find them done, not add them twice."""
+    import zipfile
+
+    from audioclf_core.audio_io import list_recordings
+
+    (tmp_path / "calls").mkdir()
+    sf.write(tmp_path / "a.wav", truth(8000, 1, seconds=1.0), 8000)
+    archive = tmp_path / "calls" / "2026-11.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(tmp_path / "a.wav", "day1/a.wav")
+    want = [f"zip://day1/a.wav::{archive}"]
+    monkeypatch.chdir(tmp_path / "calls")
+    for spec in ("zip://::2026-11.zip", "zip://::./2026-11.zip", f"zip://::file://{archive}", f"zip://::{archive}"):
+        assert [f.uri for f in list_recordings(spec)] == want, spec
+        assert expand_inputs([spec])[0] == want, spec
+    monkeypatch.chdir(tmp_path)
+    assert expand_inputs(["zip://day1/a.wav::calls/2026-11.zip", "tar://::nowhere.tar"])[0] == \
+        want + [f"tar://::{tmp_path / 'nowhere.tar'}"]  # a missing one too: its error row names the absolute path
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links")
+def test_a_linked_recording_is_listed_as_it_opens(tmp_path):
+    """A listing must describe a symlink by its target, as opening it does: the identity
+    recorded at the first run is compared with the listing's at the next."""
+    from audioclf_core.audio_io import list_recordings
+
+    sf.write(tmp_path / "a.wav", truth(8000, 1, seconds=1.0), 8000)
+    os.utime(tmp_path / "a.wav", (1_000_000_000, 1_000_000_000))  # the target is old, the link new
+    (tmp_path / "link.wav").symlink_to("a.wav")
+    (tmp_path / "broken.wav").symlink_to("gone.wav")
+    found = {Path(f.uri).name: f for f in list_recordings(str(tmp_path))}
+    assert set(found) == {"a.wav", "link.wav", "broken.wav"}  # the broken one stays, to become an error row
+    with open_audio(found["link.wav"].uri) as reader:
+        assert (found["link.wav"].size, found["link.wav"].etag) == (reader.info.size, reader.info.etag)
+    assert (found["link.wav"].size, found["link.wav"].etag) == (found["a.wav"].size, found["a.wav"].etag)
 
 
 def test_files_whose_store_keeps_no_time_are_kept_by_modified_since():
