@@ -106,6 +106,9 @@ def run(
         )
     except AudioClfError as exc:
         _fail(exc)
+    except KeyboardInterrupt:  # a third Ctrl-C: the final writes were given up
+        err.print("interrupted: stopped before every output was written")
+        raise typer.Exit(130) from None
     err.print(summary.line(), soft_wrap=True, markup=False)
     if summary.error:
         _fail(RuntimeError(summary.error))

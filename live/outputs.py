@@ -30,6 +30,7 @@ from rich.text import Text
 from audioclf_core.bundle import Bundle
 from audioclf_core.errors import OutputError
 from audioclf_core.params import SilenceParams
+from audioclf_core.storage import check_local_file
 
 from .processing import SegmentEvent
 
@@ -56,12 +57,19 @@ def event_record(ev: SegmentEvent, *, recording: str, started_at: datetime, labe
 
 
 class JsonlSink:
-    """Appends one JSON line per segment to a local file."""
+    """Appends one JSON line per segment to a local file (or a named pipe).
+
+    A write that fails (a full disk, a reader that went away) raises
+    :class:`OutputError` once and is remembered in :attr:`error`; later writes are
+    refused the same way, and :meth:`close` never raises, so the session can stop
+    and still write its other outputs.
+    """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = check_local_file(path, what="events file")
         self._new = not self.path.exists()
         self.lines = 0
+        self.error: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "a", encoding="utf-8")
@@ -69,15 +77,26 @@ class JsonlSink:
             raise OutputError(f"cannot write events to {self.path}: {exc.strerror or exc}") from None
 
     def write(self, record: dict) -> None:
+        if self.error is not None:
+            raise OutputError(self.error)
         # One write call per line, then flush: a reader never sees half a line
         # from us, and a kill loses nothing already emitted.
-        self._f.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._f.flush()
+        except OSError as exc:
+            self.error = f"cannot write events to {self.path} after {self.lines} lines: {exc.strerror or exc}"
+            raise OutputError(self.error) from None
         self.lines += 1
 
     def close(self, *, discard_if_unused: bool = False) -> None:
         """Close; with ``discard_if_unused``, remove the file if this sink created it and wrote nothing."""
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError as exc:  # the last flush: the error a write already met, or a new one
+            if self.error is None:
+                self.error = f"cannot write events to {self.path}: {exc.strerror or exc}"
+            return
         if discard_if_unused and self._new and not self.lines:
             self.path.unlink(missing_ok=True)
 

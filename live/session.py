@@ -102,6 +102,8 @@ class _Stop:
         self.event = event or threading.Event()
         self.reason = ""
         self.error: str | None = None
+        # A second Ctrl-C: stop classifying what is still queued, write what was classified.
+        self.abandon = threading.Event()
 
     def set(self, reason: str, error: str | None = None) -> None:
         if not self.event.is_set():
@@ -207,8 +209,8 @@ def run_live(
         raise ParameterError("--samplerate and --channels apply to devices; a replay uses the recording's own")
     if not (isinstance(flush_s, (int, float)) and flush_s > 0):
         raise ParameterError(f"flush_s={flush_s!r} must be positive")
-    if duration_s is not None and not duration_s > 0:
-        raise ParameterError(f"duration_s={duration_s!r} must be positive")
+    if duration_s is not None and not (duration_s > 0 and math.isfinite(duration_s)):
+        raise ParameterError(f"duration_s={duration_s!r} must be a positive number of seconds (none: until stopped)")
     if not queue_s > 0:
         raise ParameterError(f"queue_s={queue_s!r} must be positive")
     from .inference import ENGINES
@@ -273,6 +275,8 @@ def run_live(
             sink.close(discard_if_unused=session is None or not session.started)
         if replay is not None:
             source.close()
+    if sink is not None and sink.error is not None and summary.error is None:
+        summary.error = sink.error
     if summary_json is not None:
         path = Path(summary_json).expanduser()
         try:
@@ -304,6 +308,8 @@ class _Session:
         self.recording = ""
         self._expected = 0  # next stream frame the consumer expects
         self._consumer_error: BaseException | None = None
+        self._parquet_warned = False
+        self.abandoned = False
         self.started = False
         self._first_block = threading.Event()
         self.view = None
@@ -417,6 +423,9 @@ class _Session:
                 block = self.blocks.get()
                 if block is None:
                     break
+                if self.stop.abandon.is_set():
+                    self.abandoned = True
+                    break
                 if first:
                     # Stream time 0 is the first frame of the first block.
                     first = False
@@ -433,9 +442,18 @@ class _Session:
                 self.summary.queue_peak = max(self.summary.queue_peak, self.blocks.qsize() + 1)
                 if self.duration_frames is not None and self.proc.frames_in >= self.duration_frames:
                     self.stop.set("duration")
-                if self.parquet is not None and self.parquet.due():
-                    self.parquet.write_async(**self._session_rows())
-            self._emit(self.proc.flush(arrived=time.perf_counter()))
+                if self.parquet is not None:
+                    if self.parquet.error is not None and not self._parquet_warned:
+                        self._parquet_warned = True
+                        self.say(f"warning: writing to {self.parquet.store.out} failed ({self.parquet.error}); "
+                                 f"trying again every {self.parquet.every_s:g} s and at the end")
+                    if self.parquet.due():
+                        self.parquet.write_async(**self._session_rows())
+            if self.abandoned:
+                self.say(f"second Ctrl-C: the audio after {self.proc.frames_in / self.source.samplerate:.1f} s was "
+                         "not classified; what was is written")
+            else:
+                self._emit(self.proc.flush(arrived=time.perf_counter()))
         except BaseException as exc:  # handed to the caller's thread
             self._consumer_error = exc
             self.stop.set("error", str(exc) if isinstance(exc, AudioClfError) else f"{type(exc).__name__}: {exc}")
@@ -449,8 +467,11 @@ class _Session:
             self.label_n[ev.label] += 1
             self.label_s[ev.label] += ev.end_s - ev.start_s
             record = event_record(ev, recording=self.recording, started_at=self.started_at, labels=self.bundle.labels)
-            if self.jsonl is not None:
-                self.jsonl.write(record)
+            if self.jsonl is not None and self.jsonl.error is None:
+                try:
+                    self.jsonl.write(record)
+                except OutputError as exc:  # the events stop; the session stops and writes the rest
+                    self.stop.set("error", str(exc))
             if self.view is not None:
                 self.view.add(ev, wall=record["start_time"])
 
@@ -473,9 +494,8 @@ class _Session:
                 if self.parquet.error is not None:
                     self.say(f"warning: a periodic write to {self.parquet.store.out} failed ({self.parquet.error}); "
                              "the final write succeeded")
-            except AudioClfError as exc:
-                if self._consumer_error is None:
-                    self._consumer_error = exc
+            except AudioClfError as exc:  # the end line and the summary are still written
+                self.stop.set("error", str(exc))
 
     def _stats(self) -> dict:
         c = self.blocks.counters
@@ -487,7 +507,8 @@ class _Session:
 
 
 def _catch_signals(stop: _Stop) -> Callable[[], None]:
-    """SIGINT and SIGTERM stop the session cleanly; a second SIGINT gives up waiting.
+    """SIGINT and SIGTERM stop the session cleanly; a second SIGINT gives up classifying the
+    audio still queued (what was classified is still written), a third gives up writing.
 
     Only the main thread can install handlers; elsewhere the caller stops the
     session through its ``stop`` event.
@@ -499,7 +520,10 @@ def _catch_signals(stop: _Stop) -> Callable[[], None]:
 
     def handler(signum, frame):
         if stop.is_set() and signum == signal.SIGINT and stop.reason in names.values():
-            raise KeyboardInterrupt
+            if not stop.abandon.is_set():
+                stop.abandon.set()
+                return
+            raise KeyboardInterrupt  # a third: give up the final writes too
         stop.set(names.get(signum, str(signum)))
 
     for sig in names:

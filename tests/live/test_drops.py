@@ -84,3 +84,87 @@ def test_lost_blocks_become_silence_so_later_sounds_keep_their_stream_time(tones
     pad = 0.15  # the segmenter's padding and frame rounding
     for (a, b), (start, end) in zip(TONES, spans):
         assert a - pad <= start <= a + 0.02 and b - 0.02 <= end <= b + pad
+
+
+class _SecondCtrlC(ReplaySource):
+    """A replay that feeds blocks one at a time until the first sound has been classified, then
+    queues the rest at once and sends Ctrl-C twice, as a user who will not wait for the queue."""
+
+    stop_of_session = None  # the session's _Stop, caught by _KeepStop
+
+    def start(self) -> None:
+        blocks = [np.ascontiguousarray(x, dtype=np.float32) for x in self._reader.blocks(self.blocksize)]
+        events = self.events_path
+
+        def feed() -> None:
+            try:
+                i = 0
+                while i < len(blocks) and not (events.exists() and events.read_text().count("\n")):
+                    self.blocks.put(blocks[i], arrived=time.perf_counter(), stop=self._stop)
+                    i += 1
+                    while self.blocks.qsize():
+                        time.sleep(0.002)
+                    time.sleep(0.01)
+                for x in blocks[i:]:
+                    self.blocks.offer(x, arrived=time.perf_counter())
+                stop = _SecondCtrlC.stop_of_session
+                stop.set("SIGINT")
+                stop.abandon.set()
+            finally:
+                self._ended.set()
+
+        threading.Thread(target=feed, daemon=True).start()
+
+
+def test_a_second_ctrl_c_gives_up_the_queue_and_still_writes_what_was_classified(tones, tmp_path, monkeypatch,
+                                                                                 litert_cache):
+    class _KeepStop(live.session._Stop):
+        def __init__(self, event):
+            super().__init__(event)
+            _SecondCtrlC.stop_of_session = self
+
+    monkeypatch.setattr(live.session, "ReplaySource", _SecondCtrlC)
+    monkeypatch.setattr(live.session, "_Stop", _KeepStop)
+    events, out, said = tmp_path / "events.jsonl", tmp_path / "out", []
+    _SecondCtrlC.events_path = events
+    summary = run_live(replay=str(tones), blocksize=BLOCK, jsonl=events, out=str(out), cache_dir=litert_cache,
+                       log=said.append)
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert len(lines) == 1 and TONES[0][0] - 0.15 <= lines[0]["start_s"] <= TONES[0][0]  # the first tone only
+    assert summary.stop_reason == "SIGINT" and summary.error is None and summary.segments == 1
+    assert summary.heard_s < TONES[1][0]  # the second tone was queued, never classified
+    assert any(line.startswith("second Ctrl-C: the audio after ") for line in said), said
+    import pandas as pd
+
+    seg = pd.read_parquet(out / "segments")  # what was classified is written all the same
+    assert seg[["start_s", "end_s"]].to_numpy().tolist() == [[lines[0]["start_s"], lines[0]["end_s"]]]
+
+
+class _OutputGoesAway(ReplaySource):
+    """A replay during which the output folder becomes a file (a full or unmounted disk)."""
+
+    out_path = None
+
+    def start(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.out_path)
+        self.out_path.write_text("not a folder any more")
+        super().start()
+
+
+def test_an_output_that_fails_is_said_at_once_and_at_the_end_with_the_summary(tones, tmp_path, monkeypatch,
+                                                                               litert_cache):
+    monkeypatch.setattr(live.session, "ReplaySource", _OutputGoesAway)
+    out, events, summary_json, said = tmp_path / "out", tmp_path / "events.jsonl", tmp_path / "s.json", []
+    out.mkdir()
+    _OutputGoesAway.out_path = out
+    summary = run_live(replay=str(tones), blocksize=BLOCK, realtime=True, flush_s=0.5, jsonl=events, out=str(out),
+                       summary_json=summary_json, cache_dir=litert_cache, log=said.append)
+    # no exception: the session ended, its events are whole, and the failure is its error
+    assert summary.stop_reason == "end of recording" and summary.segments == len(TONES)
+    assert len(events.read_text().splitlines()) == len(TONES)
+    assert summary.error.startswith(f"cannot write results to {out}")
+    assert json.loads(summary_json.read_text())["error"] == summary.error
+    warned = [line for line in said if line.startswith(f"warning: writing to {out} failed")]
+    assert len(warned) == 1 and "trying again every 0.5 s and at the end" in warned[0], said

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from .helpers import SAMPLES, one_error_line, run_cli
@@ -48,8 +50,9 @@ def test_no_input_device_at_all_is_one_line(env, command):
         (["--replay", str(SAMPLES / "call-001.wav"), "--engine", "onnx"], "engine='onnx'"),
         (["--replay", str(SAMPLES / "call-001.wav"), "--min-silence-ms", "0"], "min_silence_ms"),
         (["--replay", str(SAMPLES / "call-001.wav"), "--model", "no-such-model"], "no model bundle"),
+        (["--replay", str(SAMPLES / "call-001.wav"), "--duration", "inf"], "duration_s=inf must be a positive number"),
     ],
-    ids=["missing-file", "device-and-replay", "rate-with-replay", "engine", "silence", "model"],
+    ids=["missing-file", "device-and-replay", "rate-with-replay", "engine", "silence", "model", "duration-inf"],
 )
 def test_bad_options_are_one_line(env, tmp_path, args, expect):
     done = run_cli(["run", *args, "--jsonl", str(tmp_path / "x.jsonl")], env=env)
@@ -74,3 +77,20 @@ def test_the_summary_file_gets_the_folders_it_needs(env, tmp_path):
     done = run_cli(["run", "--replay", str(SAMPLES / "call-001.wav"), "--fast", "-q", "--summary-json", str(target)], env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(target.read_text())["segments"] > 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_events_that_cannot_be_written_stop_the_session_in_one_line_and_the_rest_is_written(env, tmp_path):
+    """A full disk under the JSON lines: the session stops, --out and the summary still get
+    what was classified, and the failure is one line after the end line."""
+    out, summary = tmp_path / "out", tmp_path / "s.json"
+    done = run_cli(["run", "--replay", str(SAMPLES / "call-001.wav"), "--fast", "-q", "--jsonl", "/dev/full",
+                    "--out", str(out), "--summary-json", str(summary)], env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-2].startswith("heard ")  # the end line, as always
+    reason = "cannot write events to /dev/full after 0 lines: No space left on device"
+    assert lines[-1] == f"error: {reason}"
+    s = json.loads(summary.read_text())
+    assert s["error"] == reason and s["stop_reason"] == "error" and s["segments"] >= 1
+    assert len(pd.read_parquet(out / "segments")) == s["segments"]  # classified, and written

@@ -59,3 +59,26 @@ def test_a_signal_mid_segment_flushes_everything_heard(sig, env, tmp_path, batch
 
     s = json.loads(summary.read_text())
     assert s["stop_reason"] == sig.name and s["error"] is None and s["segments"] == 3
+
+
+def test_ctrl_c_stops_then_gives_up_the_queue_then_gives_up_writing():
+    """The handler's three steps, with real signals on this (the main) thread."""
+    import os
+
+    from live.session import _catch_signals, _Stop
+
+    stop = _Stop(None)
+    restore = _catch_signals(stop)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.is_set() and stop.reason == "SIGINT" and not stop.abandon.is_set()
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pytest.fail("a second Ctrl-C must give up the queue, not the writes")
+        assert stop.abandon.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
