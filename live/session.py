@@ -205,6 +205,8 @@ def run_live(
     t_start = time.perf_counter()
     if replay is not None and device is not None:
         raise ParameterError("give --device or --replay, not both")
+    if replay is None and not realtime:
+        raise ParameterError("--fast applies to --replay: a device delivers audio at its own pace")
     if replay is not None and (samplerate is not None or channels is not None):
         raise ParameterError("--samplerate and --channels apply to devices; a replay uses the recording's own")
     if not (isinstance(flush_s, (int, float)) and flush_s > 0):

@@ -51,8 +51,10 @@ def test_no_input_device_at_all_is_one_line(env, command):
         (["--replay", str(SAMPLES / "call-001.wav"), "--min-silence-ms", "0"], "min_silence_ms"),
         (["--replay", str(SAMPLES / "call-001.wav"), "--model", "no-such-model"], "no model bundle"),
         (["--replay", str(SAMPLES / "call-001.wav"), "--duration", "inf"], "duration_s=inf must be a positive number"),
+        (["--device", "pulse", "--fast"], "--fast applies to --replay"),
     ],
-    ids=["missing-file", "device-and-replay", "rate-with-replay", "engine", "silence", "model", "duration-inf"],
+    ids=["missing-file", "device-and-replay", "rate-with-replay", "engine", "silence", "model", "duration-inf",
+         "fast-device"],
 )
 def test_bad_options_are_one_line(env, tmp_path, args, expect):
     done = run_cli(["run", *args, "--jsonl", str(tmp_path / "x.jsonl")], env=env)
