@@ -17,7 +17,7 @@ which is the question a held-out figure answers; with few groups it is wide, and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -166,6 +166,9 @@ class Evaluation:
         float, shape ``(n, 2)``: each segment's start and end in its file, seconds (a long
         labelled recording gives several segments; see
         :func:`audioclf_core.labelled.cut_recordings`).
+    left_out : list of (str, str)
+        ``(file, reason)`` of each clip of the data that was not scored: it did not decode, or
+        holds no sound classification would make a segment of.
     """
 
     labels: tuple[str, ...]
@@ -174,6 +177,7 @@ class Evaluation:
     files: list[str]
     groups: list[str]
     spans: np.ndarray | None = None
+    left_out: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -370,14 +374,22 @@ def evaluate_bundle(
         raise ParameterError(f"the data has labels {unknown} that bundle {b.name} does not know ({list(b.labels)})")
     clips, errors = load_clips(table["path"].tolist(), sr=b.sample_rate, log=log, storage_options=storage_options)
     ok = decoded(clips, errors, data=data, log=log)
+    reasons = iter(errors)
+    left_out = [(p, next(reasons) if c is None else "decoded to no audio")
+                for p, c, k in zip(table["path"], clips, ok) if not k]
     table = table[ok].reset_index(drop=True)
     clips = [c for c, k in zip(clips, ok) if k]
-    clips, table, _ = cut_recordings(clips, table, sr=b.sample_rate, silence=b.manifest.silence, log=log)
+    clips, cut, source = cut_recordings(clips, table, sr=b.sample_rate, silence=b.manifest.silence, log=log)
+    scored, threshold = set(source.tolist()), b.manifest.silence.threshold_dbfs
+    left_out += [(p, f"no sound above {threshold:g} dBFS: classify finds no segment in it")
+                 for i, p in enumerate(table["path"]) if i not in scored]
     if condition == "telephone":
         clips = [telephone(c, sr=b.sample_rate) for c in clips]
-    return evaluate_clips(model, clips, table["label"].tolist(), labels=b.labels, fx=b.features,
-                          window=b.window_samples, hop=b.hop_samples, pooling=b.pooling, files=table["path"].tolist(),
-                          groups=table["group"].tolist(), spans=table[["start_s", "end_s"]].to_numpy())
+    ev = evaluate_clips(model, clips, cut["label"].tolist(), labels=b.labels, fx=b.features,
+                        window=b.window_samples, hop=b.hop_samples, pooling=b.pooling, files=cut["path"].tolist(),
+                        groups=cut["group"].tolist(), spans=cut[["start_s", "end_s"]].to_numpy())
+    ev.left_out = left_out
+    return ev
 
 
 # --------------------------------------------------------------------------------------
@@ -474,6 +486,18 @@ def _heldout_sentence(seen: Sequence[str] | None, n_groups: int) -> str:
             "the model fits its own data, not how it does on new recordings.")
 
 
+def _left_out_sentence(left_out: Sequence[tuple[str, str]]) -> str:
+    """``3 clips of the data were not scored (left_out.csv): 2 did not decode (...), 1 holds no sound.``"""
+    silent = sum(r.startswith("no sound") for _, r in left_out)
+    parts = []
+    if len(left_out) - silent:
+        first = next(r for _, r in left_out if not r.startswith("no sound"))
+        parts.append(f"{len(left_out) - silent} did not decode (the first: {first})")
+    if silent:
+        parts.append(f"{silent} hold no sound classification would make a segment of")
+    return f"**{len(left_out)} clips of the data were not scored** (`left_out.csv`): " + "; ".join(parts) + "."
+
+
 def write_report(
     evaluations: Mapping[str, Evaluation] | Evaluation, folder: str | Path, *, title: str, context: Mapping[str, str] = {},
     seen: Sequence[str] | None = (),
@@ -484,7 +508,9 @@ def write_report(
     ``misclassified.csv``); the others (e.g. through a telephone channel) get a summary
     line, a confusion matrix and their own ``misclassified-<condition>.csv``. Files:
     ``report.md``, ``confusion.png``, ``roc.png``, ``per_class.csv``, ``confusion.csv``,
-    ``per_group.csv``, ``misclassified.csv``, ``predictions.csv``, ``metrics.json``.
+    ``per_group.csv``, ``misclassified.csv``, ``predictions.csv``, ``metrics.json``, and
+    ``left_out.csv`` (file, reason) when clips of the data were not scored, which report.md
+    says at the top.
     ``seen`` names the evaluated groups the bundle was trained or validated on (empty: all
     held out; None: not known), and the report says so.
     """
@@ -511,7 +537,11 @@ def write_report(
         safe = "".join(c if c.isalnum() else "-" for c in other)
         plot_confusion(ev, folder / f"confusion-{safe}.png", title=f"{other}: {ev.n} segments, accuracy {ev.accuracy:.3f}")
         ev.misclassified().to_csv(folder / f"misclassified-{safe}.csv", index=False)
-    (folder / "metrics.json").write_text(json.dumps({n: e.metrics() for n, e in evaluations.items()}, indent=2) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(
+        {n: {**e.metrics(), **({"left_out": [{"file": f, "reason": r} for f, r in e.left_out]} if e.left_out else {})}
+         for n, e in evaluations.items()}, indent=2) + "\n")
+    if main.left_out:
+        pd.DataFrame(main.left_out, columns=["file", "reason"]).to_csv(folder / "left_out.csv", index=False)
 
     summary = pd.DataFrame([
         {"condition": n, "segments": e.n, "accuracy": e.accuracy,
@@ -526,6 +556,7 @@ def write_report(
     lines += ["", f"Unit: one segment ({unit}), scored as the pipeline scores a segment: its windows' "
               "probabilities pooled as the bundle says (see the contract above). "
               + _heldout_sentence(None if seen is None else list(seen), len(main.per_group())), "",
+              *([_left_out_sentence(main.left_out), ""] if main.left_out else []),
               "## Summary", "", _md_table(summary), "",
               "The 95 % intervals: over segments, how far accuracy could move with other clips like these "
               "(Wilson); over groups, how far with other held-out voices or packages (bootstrap over whole "
@@ -540,6 +571,7 @@ def write_report(
     worst = pg.sort_values("accuracy").head(12)
     lines += [f"## Per held-out group ({names[0]}; {len(pg)} groups, lowest first)", "", _md_table(worst), "",
               "Tables: `per_class.csv`, `confusion.csv`, `per_group.csv`, `misclassified.csv` "
-              "(file, true, predicted, probabilities), `predictions.csv`, `metrics.json`.", ""]
+              "(file, true, predicted, probabilities), `predictions.csv`, `metrics.json`"
+              + (", `left_out.csv` (file, reason)." if main.left_out else "."), ""]
     (folder / "report.md").write_text("\n".join(lines), encoding="utf-8")
     return folder

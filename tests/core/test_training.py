@@ -418,6 +418,30 @@ def test_evaluating_a_bundle_on_its_own_clips_counts_every_clip(trained, dataset
 
 
 @pytest.mark.slow
+def test_clips_that_were_not_scored_are_listed_in_the_report(trained, dataset, tmp_path):
+    table = pd.read_csv(dataset / "manifest.csv")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    sf.write(tmp_path / "quiet.wav", np.zeros(SR, np.float32), SR)
+    extra = pd.DataFrame({"path": [str(tmp_path / "broken.wav"), str(tmp_path / "quiet.wav")],
+                          "label": ["speech", "noise"], "group": ["x", "y"], "synthetic": [0, 0]})
+    pd.concat([table, extra]).to_csv(tmp_path / "m.csv", index=False)
+    ev = evaluate_bundle(trained.bundle.path, tmp_path / "m.csv")
+    assert ev.n == 12  # the twelve good clips, scored as before
+    (bad, why_bad), (quiet, why_quiet) = ev.left_out
+    assert bad == str(tmp_path / "broken.wav") and why_bad.startswith(f"cannot decode {bad}")
+    assert quiet == str(tmp_path / "quiet.wav") and why_quiet.startswith("no sound above -50 dBFS")
+    write_report(ev, tmp_path / "rep", title="with two bad clips")
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "**2 clips of the data were not scored** (`left_out.csv`): 1 did not decode (the first: cannot decode" in report
+    assert "; 1 hold no sound classification would make a segment of." in report
+    assert pd.read_csv(tmp_path / "rep" / "left_out.csv").file.tolist() == [bad, quiet]
+    assert [d["file"] for d in json.loads((tmp_path / "rep" / "metrics.json").read_text())["as-is"]["left_out"]] == [bad, quiet]
+    write_report(evaluate_bundle(trained.bundle.path, dataset), tmp_path / "clean", title="all scored")
+    assert "not scored" not in (tmp_path / "clean" / "report.md").read_text()
+    assert not (tmp_path / "clean" / "left_out.csv").exists()
+
+
+@pytest.mark.slow
 def test_a_bundle_with_a_wrong_manifest_is_refused(trained, dataset, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(trained.bundle.path, bad)
