@@ -41,6 +41,7 @@ from .processing import LiveProcessor, SegmentEvent
 from .sources import BlockQueue, DeviceSource, ReplaySource
 
 DEFAULT_BLOCK_S = 0.02  # 20 ms blocks unless the user sets --blocksize
+MAX_BLOCK_S = 1.0  # a block is classified only once whole: longer ones delay every label by as much
 FIRST_BLOCK_TIMEOUT_S = 5.0  # a device that delivers nothing this long after opening is broken
 STALL_TIMEOUT_S = 3.0  # ... or that stops delivering for this long
 
@@ -244,6 +245,11 @@ def run_live(
         source_name = dev.name
         uri_name = quote(dev.name, safe="")
     rate = source.samplerate
+    if source.blocksize > MAX_BLOCK_S * rate:
+        if replay is not None:
+            source.close()
+        raise ParameterError(f"blocksize={source.blocksize} frames is {source.blocksize / rate:g} s of audio at {rate} Hz: "
+                             f"give at most {MAX_BLOCK_S:g} s ({int(MAX_BLOCK_S * rate)} frames), or 0 to let PortAudio choose")
     # The queue holds queue_s of audio, at least 8 blocks (PortAudio's own block choice counts as 20 ms).
     source.blocks = BlockQueue(max(8, math.ceil(queue_s * rate / (source.blocksize or DEFAULT_BLOCK_S * rate))))
 

@@ -52,9 +52,11 @@ def test_no_input_device_at_all_is_one_line(env, command):
         (["--replay", str(SAMPLES / "call-001.wav"), "--model", "no-such-model"], "no model bundle"),
         (["--replay", str(SAMPLES / "call-001.wav"), "--duration", "inf"], "duration_s=inf must be a positive number"),
         (["--device", "pulse", "--fast"], "--fast applies to --replay"),
+        (["--replay", str(SAMPLES / "call-001.wav"), "--blocksize", "1000000"],
+         "blocksize=1000000 frames is 125 s of audio at 8000 Hz: give at most 1 s (8000 frames)"),
     ],
     ids=["missing-file", "device-and-replay", "rate-with-replay", "engine", "silence", "model", "duration-inf",
-         "fast-device"],
+         "fast-device", "huge-blocks"],
 )
 def test_bad_options_are_one_line(env, tmp_path, args, expect):
     done = run_cli(["run", *args, "--jsonl", str(tmp_path / "x.jsonl")], env=env)
