@@ -232,7 +232,7 @@ def expand_inputs(
         except (ValueError, ImportError, *storage_errors()) as exc:
             reason = _os_reason(exc) if isinstance(exc, OSError) else _one_line(exc)
             warnings.append(f"cannot resolve '{spec}': {reason}; kept, to be reported as an error")
-            add(spec.split("::", 1)[0] + "::" + _absolute_chain(spec.split("::", 1)[1]) if "::" in spec else spec)
+            add(spec.split("::", 1)[0] + _absolute_chain(spec))
             continue
         try:
             kind = fs.info(path).get("type")
@@ -335,17 +335,20 @@ def resolve_fs(uri: str, storage_options: Mapping[str, Any] | None = None) -> tu
         raise ValueError(f"{archive} is not a readable archive ({_one_line(exc)})") from None
 
 
-def _absolute_chain(chain: str) -> str:
-    """The links of a chained URL after its first, with local paths made absolute
-    (``::calls.zip`` and ``::file:///data/calls.zip`` both become ``::/data/calls.zip``),
-    so that one archive gives one identity whatever folder the command ran in."""
+def _absolute_chain(spec: str) -> str:
+    """The links of a chained URL after its first, from their ``::``, with local paths made
+    absolute (``::calls.zip`` and ``::file:///data/calls.zip`` both become ``::/data/calls.zip``),
+    so that one archive gives one identity whatever folder the command ran in; ``""`` for a
+    URL that is not chained."""
+    if "::" not in spec:
+        return ""
     links = []
-    for link in chain.split("::"):
+    for link in spec.split("::")[1:]:
         protocol = split_protocol(link)[0]
         if protocol in (None, "file", "local"):
             link = os.path.normpath(os.path.abspath(os.path.expanduser(link.split("://", 1)[-1])))
         links.append(link)
-    return "::".join(links)
+    return "::" + "::".join(links)
 
 
 def _to_uri(fs: fsspec.AbstractFileSystem, spec: str, path: str) -> str:
@@ -355,7 +358,7 @@ def _to_uri(fs: fsspec.AbstractFileSystem, spec: str, path: str) -> str:
     first link; each file's URI keeps the rest of the chain, so that it opens
     as the listing saw it.
     """
-    chain = "::" + _absolute_chain(spec.split("::", 1)[1]) if "::" in spec else ""
+    chain = _absolute_chain(spec)
     if isinstance(fs, LocalFileSystem):
         return os.path.normpath(path) + chain
     protocol = split_protocol(spec)[0]
