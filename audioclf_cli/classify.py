@@ -8,6 +8,7 @@ from typing import Iterable, Mapping, Sequence
 
 from pydantic import Field
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -71,7 +72,7 @@ def run_classify(
     params = bundle.manifest.silence.replace(**(silence or {}))
     if channels not in ("mix", "split"):
         raise ParameterError(f"--channels {channels!r}: use 'mix' or 'split'")
-    warn = (lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)) if console is not None else None
+    warn = (lambda line: console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)) if console is not None else None
     # Checks its own arguments (engine, batch size) and loads the model only when first used.
     clf = Classifier(bundle, silence=params, channels=channels, batch_windows=batch_windows, storage_options=options,
                      engine=engine, warn=warn, workers=default_workers() if workers is None else workers)
@@ -83,9 +84,9 @@ def run_classify(
     summary = ClassifySummary(out=store.out, model=f"{bundle.name} {bundle.version}", warnings=list(warnings))
     if console is not None:
         for w in warnings:
-            console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+            console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
         if not bundle.manifest.trained:
-            console.print(f"[yellow]warning:[/] model {bundle.name!r} is untrained: its labels are placeholders")
+            console.print(f"[yellow]warning:[/] model {escape(repr(bundle.name))} is untrained: its labels are placeholders")
 
     progress = _progress(console)
     with progress:
@@ -115,7 +116,7 @@ def _write(store: ResultStore, clf: Classifier, batch: Iterable[RecordingOutcome
 
 def _progress(console: Console | None) -> Progress:
     return Progress(
-        TextColumn("{task.description:<40.40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description:<40.40}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console or Console(quiet=True), transient=True, disable=console is None,
     )
 
@@ -125,16 +126,16 @@ def _short(uri: str) -> str:
 
 
 def _print_summary(console: Console, s: ClassifySummary) -> None:
-    table = Table(title=f"audioclf classify → {s.out}", title_justify="left", show_header=False, box=None)
+    table = Table(title=f"audioclf classify → {escape(s.out)}", title_justify="left", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("model", s.model)
+    table.add_row("model", escape(s.model))
     table.add_row("recordings", f"{s.recordings} ({s.recordings - s.failed} ok, {s.failed} failed)")
     table.add_row("audio", f"{s.audio_s / 3600:.2f} h in {s.wall_s:.1f} s ({s.speed:,.0f}x real time)")
     table.add_row("segments", str(s.segments))
     total = sum(s.label_s.values()) or 1.0
     for lab, sec in s.label_s.items():
-        table.add_row(f"  {lab}", f"{sec / 60:.1f} min ({100 * sec / total:.0f}%)")
+        table.add_row(f"  {escape(lab)}", f"{sec / 60:.1f} min ({100 * sec / total:.0f}%)")
     console.print(table)
     print_failures(console, s.failures, failed=s.failed, out=s.out)
 
@@ -142,8 +143,8 @@ def _print_summary(console: Console, s: ClassifySummary) -> None:
 def print_failures(console: Console, failures: Sequence[tuple[str, str]], *, failed: int, out: str, shown: int = 10) -> None:
     """The first ``shown`` failures' reasons, then how many more there are and where to find them."""
     for _uri, reason in failures[:shown]:
-        console.print(f"[red]failed:[/] {reason}", soft_wrap=True)
+        console.print(f"[red]failed:[/] {escape(reason)}", soft_wrap=True)
     more = max(failed, len(failures)) - min(len(failures), shown)
     if more > 0:
-        console.print(f"[red]… and {more} more failures: see {out.rstrip('/')}/recordings/ (status = 'error')[/]",
+        console.print(f"[red]… and {more} more failures: see {escape(out.rstrip('/'))}/recordings/ (status = 'error')[/]",
                       soft_wrap=True)

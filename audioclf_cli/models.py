@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from audioclf_core.bundle import DEFAULT_MODEL, MANIFEST, load_bundle, shipped_bundles
 from audioclf_core.errors import AudioClfError, ParameterError
@@ -65,11 +67,11 @@ def list_models(*, console: Console, folders: Sequence[str | Path] = (), warn: C
             if warn is not None:
                 reason = str(exc).splitlines()[0]
                 reason = reason.removeprefix(f"{where}: ")  # load_bundle's message may start with the path
-                warn.print(f"warning: skipped {where}: {reason}", soft_wrap=True)
+                warn.print(f"warning: skipped {where}: {reason}", soft_wrap=True, markup=False)
             continue
         m = b.manifest
-        table.add_row(m.name, m.version, _labels_cell(m.labels),
-                      heldout_cell(m.evaluation) if m.trained else "untrained", where)
+        table.add_row(*(Text(cell) for cell in (m.name, m.version, _labels_cell(m.labels),
+                                             heldout_cell(m.evaluation) if m.trained else "untrained", where)))
     console.print(table)
     console.print("`audioclf models show NAME|FOLDER` gives the contract, the training data and every figure.")
 
@@ -80,11 +82,11 @@ def show_model(ref: str, *, console: Console) -> None:
     whose model does not fit its manifest, so ``show`` must not pass it)."""
     b = load_bundle(ref)
     b.model  # loads the weights and checks them against the manifest; raises BundleError
-    console.print(f"[bold]{b.name}[/] {b.version}  ({b.path})")
+    console.print(f"[bold]{escape(b.name)}[/] {escape(b.version)}  ({escape(str(b.path))})")
     console.print(f"input window: {b.input_shape[0]} frames x {b.input_shape[1]} features")
     for line in heldout_lines(b.manifest.evaluation):
-        console.print(line, soft_wrap=True)
-    console.print(json.dumps(b.manifest.model_dump(mode="json"), indent=2), soft_wrap=True)
+        console.print(line, soft_wrap=True, markup=False)
+    console.print(json.dumps(b.manifest.model_dump(mode="json"), indent=2), soft_wrap=True, markup=False)
 
 
 def heldout_lines(evaluation: dict) -> list[str]:

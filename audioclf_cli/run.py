@@ -11,6 +11,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from audioclf_core.errors import ParameterError
@@ -70,14 +71,14 @@ def options_error(exc) -> str:
 
 
 def _print(console: Console, s) -> None:
-    table = Table(title=f"audioclf run → {s.out}", title_justify="left", show_header=False, box=None)
+    table = Table(title=f"audioclf run → {escape(s.out)}", title_justify="left", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("model", s.model)
+    table.add_row("model", escape(s.model))
     table.add_row("recordings", f"{s.listed} listed, {s.skipped} already done, {s.processed} classified, {s.failed} failed")
     table.add_row("tasks", f"{s.batches}")
     table.add_row("audio", f"{s.audio_s / 3600:.2f} h in {s.wall_s:.1f} s ({s.throughput:,.0f}x real time)")
     for lab, sec in s.label_s.items():
-        table.add_row(f"  {lab}", f"{sec / 60:.1f} min, {s.label_segments.get(lab, 0)} segments")
+        table.add_row(f"  {escape(lab)}", f"{sec / 60:.1f} min, {s.label_segments.get(lab, 0)} segments")
     console.print(table)
     print_failures(console, s.failures, failed=s.failed, out=s.out)

@@ -13,17 +13,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from audioclf_core.errors import AudioClfError, ParameterError
 
-err = Console(stderr=True, highlight=False)
-EXIT_ERROR = 1
+from .console import err, fail
 
-
-def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-    raise typer.Exit(EXIT_ERROR)
 
 
 def _print_results(console: Console, metrics: dict, *, heading: str) -> None:
@@ -37,7 +33,7 @@ def _print_results(console: Console, metrics: dict, *, heading: str) -> None:
     table = Table("label", "precision", "recall", "F1", "segments", "ROC-AUC")
     for label, m in metrics["per_class"].items():
         auc = "–" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        table.add_row(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]), auc)
+        table.add_row(escape(label), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]), auc)
     console.print(table)
 
 
@@ -92,7 +88,7 @@ def run_train(
     )
     if console is not None:
         b = result.bundle
-        console.print(f"[bold]{b.name} {b.version}[/] -> {b.path}")
+        console.print(f"[bold]{escape(f'{b.name} {b.version}')}[/] -> {escape(str(b.path))}")
         for cond, metrics in b.manifest.evaluation.get("conditions", {}).items():
             _print_results(console, metrics, heading=f"held out ({cond})")
     return result
@@ -144,11 +140,12 @@ def run_evaluate(
             console.print(f"warning: {len(seen)} of the {len(evaluated)} groups evaluated were in {b.name} "
                           f"{b.version}'s training or validation data ({', '.join(seen[:8])}"
                           f"{', ...' if len(seen) > 8 else ''}): not held-out figures", markup=False)
-        console.print(f"report: {folder / 'report.md'}")
+        console.print(f"report: {folder / 'report.md'}", markup=False)
     return evs[conditions[0]]
 
 
 def train_command(
+    ctx: typer.Context,
     data: Annotated[str, typer.Argument(help="Folder of label folders (a sub-folder <label>/<group>/ names a group; its manifest.csv is used if present), or a CSV manifest with path,label[,group[,synthetic]]; a local path or a URL (s3://...).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the new bundle; it must not hold one (bundles are never overwritten).")],
     arch: Annotated[str, typer.Option(help="Architecture: resnet, cnn or mlp (ignored with --from).")] = "resnet",
@@ -168,7 +165,7 @@ def train_command(
     test_fraction: Annotated[float, typer.Option(help="Share of each label's clips held out for the evaluation (whole groups).")] = 0.2,
     val_fraction: Annotated[float, typer.Option(help="Share held out for early stopping (whole groups).")] = 0.15,
     real_repeat: Annotated[int, typer.Option(help="Draw real (not synthetic) clips this many times per epoch.")] = 1,
-    max_windows: Annotated[int, typer.Option(help="Most training windows per epoch.")] = 30000,
+    max_windows_per_epoch: Annotated[int, typer.Option("--max-windows", help="Most training windows per epoch.")] = 30000,
     time_budget_min: Annotated[Optional[float], typer.Option(help="Stop training after this many minutes (at an epoch's end).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Bundle name (default: the parent's with --from; the preset's when the data has all its labels; else the data folder's).")] = None,
     version: Annotated[Optional[str], typer.Option(help="Bundle version (default 1.0.0, or the parent's next minor version).")] = None,
@@ -188,16 +185,17 @@ def train_command(
             data=data, out=out, arch=arch, from_bundle=from_bundle, freeze_features=freeze_features,
             task_preset=task_preset, epochs=epochs, seed=seed, search=search, arch_kwargs=kwargs,
             learning_rate=learning_rate, batch_size=batch_size, patience=patience, test_groups=test_group,
-            val_groups=val_group, test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat, max_windows=max_windows,
+            val_groups=val_group, test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat, max_windows=max_windows_per_epoch,
             time_budget_s=None if time_budget_min is None else time_budget_min * 60, name=name, version=version,
             report=report, workers=workers, augment=augment, features=feature, endpoint_url=endpoint_url,
             console=None if quiet else err,
         )
     except AudioClfError as exc:
-        _fail(exc)
+        fail(exc, ctx)
 
 
 def evaluate_command(
+    ctx: typer.Context,
     bundle: Annotated[str, typer.Argument(help="Shipped bundle name, bundle folder/archive, or URL.", show_default=False)],
     data: Annotated[str, typer.Argument(help="Labelled clips: a folder of label folders (or with manifest.csv), or a CSV manifest; a local path or a URL (s3://...).", show_default=False)],
     report: Annotated[Path, typer.Option("--report", help="Folder for report.md, confusion.png, roc.png and the tables.")],
@@ -212,7 +210,7 @@ def evaluate_command(
         run_evaluate(bundle=bundle, data=data, report=report, heldout_only=heldout_only, groups=group,
                      condition=condition, endpoint_url=endpoint_url, console=None if quiet else err)
     except AudioClfError as exc:
-        _fail(exc)
+        fail(exc, ctx)
 
 
 JOIN_MEANS = ("weights", "probabilities")
@@ -252,6 +250,7 @@ def run_join(
 
 
 def join_command(
+    ctx: typer.Context,
     bundles: Annotated[list[str], typer.Argument(help="Two or more bundles (folders, archives or URLs): runs of one recipe on one split.", show_default=False)],
     data: Annotated[str, typer.Option("--data", help="The labelled clips they were trained on, to measure the result on their held-out groups.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the new bundle; it must not hold one (bundles are never overwritten).")],
@@ -266,4 +265,4 @@ def join_command(
         run_join(bundles=bundles, data=data, out=out, version=version, mean=mean, name=name, report=report,
                  console=None if quiet else err)
     except AudioClfError as exc:
-        _fail(exc)
+        fail(exc, ctx)

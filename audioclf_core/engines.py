@@ -102,7 +102,7 @@ class LiteRTEngine:
     def __init__(self, path: Path, *, input_shape: tuple[int, int], n_labels: int, batch_size: int = 256,
                  num_threads: int = 1) -> None:
         if batch_size < 1 or batch_size & (batch_size - 1):
-            raise ParameterError(f"batch_size={batch_size} must be a power of two")
+            raise ParameterError(param="batch_size", value=batch_size, reason="must be a power of two")
         self.path = Path(path)
         self.input_shape = tuple(input_shape)
         self.n_labels = int(n_labels)
@@ -268,7 +268,7 @@ def load_engine(bundle: Bundle, *, engine: str = "auto", batch_size: int = 256, 
         Called with one line on a fall-back or a cache problem.
     """
     if engine not in ENGINES:
-        raise ParameterError(f"engine={engine!r}: use one of {', '.join(ENGINES)}")
+        raise ParameterError(param="engine", value=engine, reason=f"use one of {', '.join(ENGINES)}")
     if engine == "keras":
         return KerasEngine(bundle, batch_size=batch_size)
     kw = dict(input_shape=bundle.input_shape, n_labels=len(bundle.labels), batch_size=batch_size, num_threads=num_threads)

@@ -6,6 +6,8 @@ row in ``recordings/`` or a CLI line is enough to act on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class AudioClfError(Exception):
     """Root of every error audioclf raises on purpose."""
@@ -24,7 +26,26 @@ class SourceUnavailableError(DecodeError):
 
 
 class ParameterError(AudioClfError, ValueError):
-    """A public argument is out of range or inconsistent with another."""
+    """A public argument is out of range or inconsistent with another.
+
+    Raised with ``param``, ``value`` and ``reason``, it is about that one argument: its message
+    reads ``param=value: reason``, and :meth:`naming` says the same with the option a command
+    line gives the argument by.
+    """
+
+    def __init__(self, message: str = "", *, param: str | None = None, value: object = None, reason: str = "") -> None:
+        super().__init__(message or f"{param}={value!r}: {reason}")
+        self.param, self.value, self.reason = param, value, reason
+
+    def naming(self, options: Mapping[str, str]) -> str:
+        """The message, with the argument called by its option when ``options`` (argument name ->
+        option, e.g. ``{"max_windows_per_epoch": "--max-windows"}``) has it.
+
+        >>> ParameterError(param="epochs", value=0, reason="must be at least 1").naming({"epochs": "--epochs"})
+        '--epochs 0: must be at least 1'
+        """
+        option = options.get(self.param) if self.param else None
+        return f"{option} {self.value!r}: {self.reason}" if option else str(self)
 
 
 class BundleError(AudioClfError):

@@ -20,7 +20,13 @@ class _Frozen(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ParameterError(_describe(type(self).__name__, exc)) from None
+            errors = exc.errors()
+            one = errors[0] if len(errors) == 1 and errors[0]["loc"] else None  # about one field
+            raise ParameterError(
+                _describe(type(self).__name__, exc),
+                param=None if one is None else str(one["loc"][0]), value=None if one is None else one.get("input"),
+                reason="" if one is None else _reason(one),
+            ) from None
 
     def replace(self, **changes) -> "_Frozen":
         """Return a copy with ``changes`` applied and validated."""
@@ -28,14 +34,17 @@ class _Frozen(BaseModel):
 
 
 def _describe(name: str, exc: ValidationError) -> str:
-    """One line per problem: ``field=value: reason``."""
+    """One line: ``invalid NAME:`` and each problem, ``field=value: reason`` (a check of several
+    fields says which itself)."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
-        value = err.get("input")
-        head = f"{where}={value!r}" if where else name
-        parts.append(f"{head}: {err['msg'].removeprefix('Value error, ')}")
+        parts.append(f"{where}={err.get('input')!r}: {_reason(err)}" if where else _reason(err))
     return f"invalid {name}: " + "; ".join(parts)
+
+
+def _reason(err) -> str:
+    return err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
 
 
 def split_setting(item: str, names, *, option: str) -> tuple[str, str]:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from audioclf_core.errors import AudioClfError
+from audioclf_core.errors import AudioClfError, ParameterError
 from audioclf_core.params import given
 
 app = typer.Typer(
@@ -33,8 +34,13 @@ err = Console(stderr=True, highlight=False)
 EXIT_ERROR = 1
 
 
-def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True)
+def _fail(exc: Exception, ctx: typer.Context | None = None) -> NoReturn:
+    """One ``error:`` line and exit 1; a bad argument is called by the option of ``ctx``'s command
+    that gives it."""
+    line = str(exc)
+    if isinstance(exc, ParameterError) and ctx is not None:
+        line = exc.naming({p.name: p.opts[0] for p in ctx.command.params if p.name and p.opts[0].startswith("-")})
+    err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
     raise typer.Exit(EXIT_ERROR)
 
 
@@ -54,12 +60,13 @@ def devices() -> None:
                          ("inputs", "right"), ("native rate", "right")):
         table.add_column(col, justify=justify)
     for d in found:
-        table.add_row("*" if d.is_default else "", str(d.index), d.name, d.hostapi, str(d.max_channels), f"{d.native_rate} Hz")
+        table.add_row("*" if d.is_default else "", str(d.index), escape(d.name), escape(d.hostapi), str(d.max_channels), f"{d.native_rate} Hz")
     Console(highlight=False).print(table)
 
 
 @app.command()
 def run(
+    ctx: typer.Context,
     device: Annotated[Optional[str], typer.Option("--device", "-d", help="Input device index or name (or a unique part of it); default: the system's default input.", envvar="AUDIOCLF_LIVE_DEVICE")] = None,
     replay: Annotated[Optional[str], typer.Option(help="Feed a recording (file or URL) through the same path instead of a device.", show_default=False)] = None,
     realtime: Annotated[bool, typer.Option("--realtime/--fast", help="With --replay: pace blocks at the recording's rate, or feed them as fast as they are processed.")] = True,
@@ -78,7 +85,7 @@ def run(
     keep_silence_ms: Annotated[Optional[float], typer.Option(help="Silence kept on each side of a segment.", show_default=False)] = None,
     min_segment_ms: Annotated[Optional[float], typer.Option(help="Drop segments shorter than this.", show_default=False)] = None,
     max_segment_s: Annotated[Optional[float], typer.Option(help="Report longer sounds in pieces of this length.", show_default=False)] = None,
-    duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of audio.", show_default=False)] = None,
+    duration_s: Annotated[Optional[float], typer.Option("--duration", help="Stop after this many seconds of audio.", show_default=False)] = None,
     endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint for s3:// models, replays and outputs.", envvar="AUDIOCLF_S3_ENDPOINT_URL", show_default=False)] = None,
     summary_json: Annotated[Optional[Path], typer.Option(help="Write the session summary (counters, latencies) here as JSON at exit.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view (the start and end lines still show).")] = False,
@@ -101,11 +108,11 @@ def run(
         summary = run_live(
             device=device, replay=replay, realtime=realtime, model=model or None, jsonl=jsonl, out=out,
             samplerate=samplerate, channels=channels, blocksize=blocksize, engine=engine, cache_dir=cache_dir,
-            silence=silence, flush_s=flush_s, duration_s=duration, storage_options=storage_options_for(endpoint_url=endpoint_url),
+            silence=silence, flush_s=flush_s, duration_s=duration_s, storage_options=storage_options_for(endpoint_url=endpoint_url),
             summary_json=summary_json, view_console=view, log=lambda msg: err.print(msg, soft_wrap=True, markup=False),
         )
     except AudioClfError as exc:
-        _fail(exc)
+        _fail(exc, ctx)
     except KeyboardInterrupt:  # a third Ctrl-C: the final writes were given up
         err.print("interrupted: stopped before every output was written")
         raise typer.Exit(130) from None

@@ -190,7 +190,7 @@ def check_input_settings(device: InputDevice, *, samplerate: int, channels: int)
     if isinstance(samplerate, bool) or not isinstance(samplerate, int) or not MIN_RATE <= samplerate <= MAX_RATE:
         raise ParameterError(f"sample rate {samplerate!r} is not supported: use {MIN_RATE}-{MAX_RATE} Hz")
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ParameterError(f"channels={channels!r} must be at least 1")
+        raise ParameterError(param="channels", value=channels, reason="must be at least 1")
     if channels > device.max_channels:
         raise DeviceError(f"input device {device.describe()} has {device.max_channels} input channels, not {channels}")
     sd = sounddevice()

@@ -24,6 +24,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -218,13 +219,13 @@ class LiveView:
                              ("confidence", "right"), ("latency ms", "right")):
             recent_t.add_column(col, justify=justify)
         for wall, a, b, label, conf, lat in recent:
-            recent_t.add_row(wall[11:23], f"{a:.2f}", f"{b - a:.2f}", label, f"{conf:.2f}", f"{lat:.1f}")
+            recent_t.add_row(wall[11:23], f"{a:.2f}", f"{b - a:.2f}", escape(label), f"{conf:.2f}", f"{lat:.1f}")
         totals = Table(title="totals", title_justify="left", expand=False)
         for col in ("label", "segments", "seconds", "share"):
             totals.add_column(col, justify="left" if col == "label" else "right")
         total_s = sum(seconds.values()) or 1.0
         for lab in self.labels:
-            totals.add_row(lab, str(count[lab]), f"{seconds[lab]:.1f}", f"{100 * seconds[lab] / total_s:.0f}%")
+            totals.add_row(escape(lab), str(count[lab]), f"{seconds[lab]:.1f}", f"{100 * seconds[lab] / total_s:.0f}%")
         warn = "bold red" if s["overflows"] or s["dropped_blocks"] else "green"
         lat = s["latency_p95_ms"]
         status = Text.assemble(

@@ -211,17 +211,17 @@ def run_live(
     if replay is not None and (samplerate is not None or channels is not None):
         raise ParameterError("--samplerate and --channels apply to devices; a replay uses the recording's own")
     if not (isinstance(flush_s, (int, float)) and flush_s > 0):
-        raise ParameterError(f"flush_s={flush_s!r} must be positive")
+        raise ParameterError(param="flush_s", value=flush_s, reason="must be positive")
     if duration_s is not None and not (duration_s > 0 and math.isfinite(duration_s)):
-        raise ParameterError(f"duration_s={duration_s!r} must be a positive number of seconds (none: until stopped)")
+        raise ParameterError(param="duration_s", value=duration_s, reason="must be a positive number of seconds (none: until stopped)")
     if not queue_s > 0:
-        raise ParameterError(f"queue_s={queue_s!r} must be positive")
+        raise ParameterError(param="queue_s", value=queue_s, reason="must be positive")
     from .inference import ENGINES
 
     if engine not in ENGINES:
-        raise ParameterError(f"engine={engine!r}: use one of {', '.join(ENGINES)}")
+        raise ParameterError(param="engine", value=engine, reason=f"use one of {', '.join(ENGINES)}")
     if blocksize is not None and (isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 0):
-        raise ParameterError(f"blocksize={blocksize!r} must be a whole number of frames (0: PortAudio decides)")
+        raise ParameterError(param="blocksize", value=blocksize, reason="must be a whole number of frames (0: PortAudio decides)")
 
     bundle = load_bundle(model or DEFAULT_MODEL, storage_options=storage_options)
     params = bundle.manifest.silence.replace(**dict(silence or {}))
@@ -248,8 +248,9 @@ def run_live(
     if source.blocksize > MAX_BLOCK_S * rate:
         if replay is not None:
             source.close()
-        raise ParameterError(f"blocksize={source.blocksize} frames is {source.blocksize / rate:g} s of audio at {rate} Hz: "
-                             f"give at most {MAX_BLOCK_S:g} s ({int(MAX_BLOCK_S * rate)} frames), or 0 to let PortAudio choose")
+        raise ParameterError(param="blocksize", value=source.blocksize,
+                             reason=f"that is {source.blocksize / rate:g} s of audio at {rate} Hz: give at most "
+                                    f"{MAX_BLOCK_S:g} s ({int(MAX_BLOCK_S * rate)} frames), or 0 to let PortAudio choose")
     # The queue holds queue_s of audio, at least 8 blocks (PortAudio's own block choice counts as 20 ms).
     source.blocks = BlockQueue(max(8, math.ceil(queue_s * rate / (source.blocksize or DEFAULT_BLOCK_S * rate))))
 

@@ -265,9 +265,12 @@ def test_outputs_and_options_are_refused_before_any_training(clips, tmp_path):
         (("--out", str(tmp_path / "afile")), "the bundle folder .*afile is a file, not a folder"),
         (("--out", str(tmp_path / "afile" / "b")), "cannot write the bundle folder .*afile/b"),
         (("--out", b, "--report", str(tmp_path / "afile")), "the report folder .*afile is a file"),
-        (("--out", b, "--width", "-3"), "width=-3 must be a whole number of at least 2"),
-        (("--out", b, "--dropout", "2"), "dropout=2.0 must be at least 0 and below 1"),
-        (("--out", b, "--learning-rate", "-1"), "learning_rate=-1.0 must be a positive number"),
+        (("--out", b, "--width", "-3"), "--width -3: must be a whole number of at least 2"),
+        (("--out", b, "--dropout", "2"), "--dropout 2.0: must be at least 0 and below 1"),
+        (("--out", b, "--learning-rate", "-1"), "--learning-rate -1.0: must be a positive number"),
+        # the option the user typed, where the library's argument is max_windows_per_epoch
+        (("--out", b, "--max-windows", "0"), "--max-windows 0: must be at least 1"),
+        (("--out", b, "--patience", "-1"), "--patience -1: must be 0 or more"),
         (("--out", b, "--time-budget-min", "-1"), "--time-budget-min -1.0: must be a positive number of minutes"),
         (("--out", b, "--version", "notaversion"), "'notaversion' is not a version"),
     ]:
