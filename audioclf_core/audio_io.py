@@ -15,7 +15,6 @@ its length.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import posixpath
 
 import io
@@ -38,6 +37,9 @@ import numpy as np
 import soundfile as sf
 from fsspec.core import split_protocol, url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.archive import AbstractArchiveFileSystem
+from fsspec.implementations.chained import ChainedFileSystem
+from fsspec.utils import glob_translate
 
 from .errors import DecodeError, ParameterError, SourceUnavailableError
 from .storage import storage_errors
@@ -232,7 +234,7 @@ def expand_inputs(
         except (ValueError, ImportError, *storage_errors()) as exc:
             reason = _os_reason(exc) if isinstance(exc, OSError) else _one_line(exc)
             warnings.append(f"cannot resolve '{spec}': {reason}; kept, to be reported as an error")
-            add(spec.split("::", 1)[0] + _absolute_chain(spec))
+            add(spec.split("::", 1)[0] + _absolute_chain(spec) if is_chained(spec) else spec)
             continue
         try:
             kind = fs.info(path).get("type")
@@ -325,6 +327,10 @@ def resolve_fs(uri: str, storage_options: Mapping[str, Any] | None = None) -> tu
     options = dict(storage_options or {})
     if "::" not in uri:
         return url_to_fs(uri, **options)
+    if not is_chained(uri):  # "::" in a name: url_to_fs would take it for a chain
+        protocol = split_protocol(uri)[0] or "file"
+        cls = fsspec.get_filesystem_class(protocol)
+        return fsspec.filesystem(protocol, **{**cls._get_kwargs_from_urls(uri), **options}), cls._strip_protocol(uri)
     if options:
         links = {split_protocol(bit)[0] or "file" for bit in uri.split("::")}
         options = {protocol: dict(options) for protocol in links}
@@ -335,12 +341,30 @@ def resolve_fs(uri: str, storage_options: Mapping[str, Any] | None = None) -> tu
         raise ValueError(f"{archive} is not a readable archive ({_one_line(exc)})") from None
 
 
+def is_chained(uri: str) -> bool:
+    """Whether ``uri`` is a chained fsspec URL (``zip://calls::s3://bucket/archive.zip``,
+    ``simplecache::s3://bucket/a.wav``): its first link names a filesystem that layers over
+    another, an archive or a cache. Elsewhere ``::`` is part of a name (``/calls/call::1.wav``,
+    ``s3://bucket/a::b.wav``)."""
+    if "::" not in uri:
+        return False
+    first = uri.split("::", 1)[0]
+    protocol = split_protocol(first)[0] or first
+    if protocol not in fsspec.available_protocols():
+        return False
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError):
+        return True  # a known layer that is not installed: url_to_fs says so
+    return issubclass(cls, (AbstractArchiveFileSystem, ChainedFileSystem))
+
+
 def _absolute_chain(spec: str) -> str:
     """The links of a chained URL after its first, from their ``::``, with local paths made
     absolute (``::calls.zip`` and ``::file:///data/calls.zip`` both become ``::/data/calls.zip``),
     so that one archive gives one identity whatever folder the command ran in; ``""`` for a
     URL that is not chained."""
-    if "::" not in spec:
+    if not is_chained(spec):
         return ""
     links = []
     for link in spec.split("::")[1:]:
@@ -402,8 +426,9 @@ def list_recordings(
     extensions : collection of str
         Keep files with these extensions (lowercase, with the dot).
     pattern : str, optional
-        A glob matched against the path relative to ``source``
-        (``"*/calls-*.wav"``, ``"2026/11/*/*"``).
+        A glob matched against the whole path relative to ``source``, as fsspec globs:
+        ``*`` and ``?`` stay within one folder and ``**`` spans any number of them
+        (``"*/calls-*.wav"``, ``"2026/11/*/*"``, ``"**/agent-*.wav"``).
     modified_since : datetime, optional
         Keep files modified at or after this time (timezone-aware; naive means UTC).
         Files whose store reports no modification time are kept: they cannot be
@@ -446,12 +471,13 @@ def list_recordings(
         raise SourceUnavailableError(f"cannot list {source}: no such folder, prefix or bucket") from None
     except storage_errors() as exc:
         raise SourceUnavailableError(f"cannot list {source}: {_os_reason(exc)}") from exc
+    matches = re.compile(glob_translate(pattern)).match if pattern is not None else None
     found = []
     for path, info in entries.items():
         if info.get("type") == "directory" or not _has_extension(path, exts):
             continue
         rel = posixpath.relpath(path, root.rstrip("/") or "/") if root else path
-        if pattern is not None and not fnmatch.fnmatchcase(rel, pattern):
+        if matches is not None and not matches(rel):
             continue
         if info.get("islink"):
             # A listing describes a link itself (its own mtime); opening it describes its
@@ -781,7 +807,7 @@ class AudioReader:
             fails (truncated or corrupt data); the message gives the time.
         """
         if isinstance(block_frames, bool) or not isinstance(block_frames, (int, np.integer)) or block_frames < 1:
-            raise ParameterError(f"block_frames={block_frames!r} must be a positive integer")
+            raise ParameterError(param="block_frames", value=block_frames, reason="must be a positive integer")
         if self._closed:
             raise ParameterError(f"cannot read {self.info.uri}: the reader is closed")
         self._generation += 1

@@ -30,6 +30,7 @@ from .bundle import Bundle, load_bundle
 from .errors import ParameterError
 from .features import FeatureExtractor
 from .labelled import cut_recordings, decoded, load_clips, load_table
+from .params import SilenceParams
 from .pipeline import pooled_window_probs
 from .storage import check_local_folder
 
@@ -251,14 +252,16 @@ class Evaluation:
         pc = self.per_class()
         auc = pc["roc_auc"].to_numpy()
 
-        def num(x):
-            return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), 4)
+        def num(x, digits=4):
+            return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), digits)
 
         ci = self.accuracy_intervals()
         return {
             "segments": self.n,
             "accuracy": num(self.accuracy),
-            "accuracy_ci95": {k: None if v is None else [num(v[0]), num(v[1])] for k, v in ci.items()},
+            # six digits: read back and shown to three (format_interval), as the report shows them, they
+            # must not round twice (0.92849 -> 0.9285 -> 0.929 where the report says 0.928)
+            "accuracy_ci95": {k: None if v is None else [num(v[0], 6), num(v[1], 6)] for k, v in ci.items()},
             "macro_f1": num(self.macro_f1),
             "macro_roc_auc": num(np.nanmean(auc)) if np.isfinite(auc).any() else None,
             "labels": list(self.labels),
@@ -354,7 +357,7 @@ def evaluate_bundle(
         fsspec options for data behind a URL (an S3 endpoint, credentials).
     """
     if condition not in CONDITIONS:
-        raise ParameterError(f"condition={condition!r}: use one of {', '.join(CONDITIONS)}")
+        raise ParameterError(param="condition", value=condition, reason=f"use one of {', '.join(CONDITIONS)}")
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     model = b.model  # a model that does not fit its manifest is the fault to name first
     table = load_table(data, storage_options=storage_options)
@@ -372,17 +375,14 @@ def evaluate_bundle(
     unknown = sorted(set(table["label"]) - set(b.labels))
     if unknown:
         raise ParameterError(f"the data has labels {unknown} that bundle {b.name} does not know ({list(b.labels)})")
-    clips, errors = load_clips(table["path"].tolist(), sr=b.sample_rate, log=log, storage_options=storage_options)
+    paths = table["path"].tolist()
+    clips, errors = load_clips(paths, sr=b.sample_rate, log=log, storage_options=storage_options)
     ok = decoded(clips, errors, data=data, log=log)
-    reasons = iter(errors)
-    left_out = [(p, next(reasons) if c is None else "decoded to no audio")
-                for p, c, k in zip(table["path"], clips, ok) if not k]
     table = table[ok].reset_index(drop=True)
-    clips = [c for c, k in zip(clips, ok) if k]
-    clips, cut, source = cut_recordings(clips, table, sr=b.sample_rate, silence=b.manifest.silence, log=log)
-    scored, threshold = set(source.tolist()), b.manifest.silence.threshold_dbfs
-    left_out += [(p, f"no sound above {threshold:g} dBFS: classify finds no segment in it")
-                 for i, p in enumerate(table["path"]) if i not in scored]
+    kept = [c for c, k in zip(clips, ok) if k]
+    kept, cut, source = cut_recordings(kept, table, sr=b.sample_rate, silence=b.manifest.silence, log=log)
+    left_out = [(paths[i], why) for i, why in not_scored(clips, errors, ok, source, silence=b.manifest.silence)]
+    clips = kept
     if condition == "telephone":
         clips = [telephone(c, sr=b.sample_rate) for c in clips]
     ev = evaluate_clips(model, clips, cut["label"].tolist(), labels=b.labels, fx=b.features,
@@ -390,6 +390,25 @@ def evaluate_bundle(
                         groups=cut["group"].tolist(), spans=cut[["start_s", "end_s"]].to_numpy())
     ev.left_out = left_out
     return ev
+
+
+def not_scored(
+    clips: Sequence[np.ndarray | None], errors: Sequence[str], ok: np.ndarray, source: np.ndarray, *,
+    silence: SilenceParams,
+) -> list[tuple[int, str]]:
+    """``(row, reason)`` for each clip of a table that no figure counts, for ``left_out.csv``.
+
+    ``clips`` and ``errors`` are :func:`~audioclf_core.labelled.load_clips`' for the table's rows,
+    ``ok`` :func:`~audioclf_core.labelled.decoded`'s, and ``source`` what
+    :func:`~audioclf_core.labelled.cut_recordings` returned for the decoded rows: a decoded clip
+    that no segment comes from holds no sound.
+    """
+    reasons = iter(errors)  # one per clip that did not decode, in order
+    out = [(i, next(reasons) if c is None else "decoded to no audio") for i, (c, k) in enumerate(zip(clips, ok)) if not k]
+    scored = set(source.tolist())
+    out += [(int(i), f"no sound above {silence.threshold_dbfs:g} dBFS: classify finds no segment in it")
+            for j, i in enumerate(np.flatnonzero(ok)) if j not in scored]
+    return sorted(out)
 
 
 # --------------------------------------------------------------------------------------

@@ -67,13 +67,17 @@ class RecordingOutcome:
 
     @property
     def silence_s(self) -> float | None:
-        """Seconds outside any segment (channel-seconds in split mode)."""
-        if self.duration_s is None:
+        """Seconds outside any segment (channel-seconds in split mode); None for a recording that
+        failed, whose header may give a duration but whose sound was never all heard."""
+        if self.duration_s is None or self.status != "ok":
             return None
         return max(0.0, self.duration_s * self.analysed_channels - self.covered_s)
 
-    def label_seconds(self, labels: tuple[str, ...]) -> dict[str, float]:
-        """Seconds of audio per label (channel-seconds in split mode)."""
+    def label_seconds(self, labels: tuple[str, ...]) -> dict[str, float | None]:
+        """Seconds of audio per label (channel-seconds in split mode); None each for a recording that
+        failed (it holds no segments, yet is not known to hold none of each label)."""
+        if self.status != "ok":
+            return dict.fromkeys(labels, None)
         out = dict.fromkeys(labels, 0.0)
         for _, _, start, end, probs in self.segments:
             out[labels[int(np.argmax(probs))]] += end - start
@@ -183,7 +187,7 @@ def pool_windows(probs: np.ndarray, power: np.ndarray | None, pooling: str) -> n
         float32 ``(n_labels,)``.
     """
     if pooling not in POOLINGS:
-        raise ParameterError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
+        raise ParameterError(param="pooling", value=pooling, reason=f"use one of {', '.join(POOLINGS)}")
     if pooling == "mean" or len(probs) == 1:
         return probs.mean(axis=0)
     if power is None or len(power) != len(probs):
@@ -273,13 +277,13 @@ class Classifier:
         workers: int = 1,
     ) -> None:
         if channels not in ("mix", "split"):
-            raise ParameterError(f"channels={channels!r}: use 'mix' or 'split'")
+            raise ParameterError(param="channels", value=channels, reason="use 'mix' or 'split'")
         if batch_windows < 1:
-            raise ParameterError(f"batch_windows={batch_windows} must be at least 1")
+            raise ParameterError(param="batch_windows", value=batch_windows, reason="must be at least 1")
         if not 0 < block_s <= 3600:
-            raise ParameterError(f"block_s={block_s} must be in (0, 3600]")
+            raise ParameterError(param="block_s", value=block_s, reason="must be in (0, 3600]")
         if not isinstance(workers, int) or workers < 1:
-            raise ParameterError(f"workers={workers!r} must be a whole number, at least 1")
+            raise ParameterError(param="workers", value=workers, reason="must be a whole number, at least 1")
         self.bundle = bundle
         self.silence = silence or bundle.manifest.silence
         self.channels = channels
@@ -288,7 +292,7 @@ class Classifier:
         self.resample_quality = resample_quality
         self.storage_options = dict(storage_options or {})
         if engine not in ENGINES:
-            raise ParameterError(f"engine={engine!r}: use one of {', '.join(ENGINES)}")
+            raise ParameterError(param="engine", value=engine, reason=f"use one of {', '.join(ENGINES)}")
         self.engine = engine
         self._warn = warn
         self.workers = workers

@@ -15,7 +15,8 @@ An output location ``OUT`` is any fsspec URL or local path (a folder,
     ``error``), ``error`` (str, null when ok), ``duration_s`` (float64,
     nullable), ``sample_rate``, ``channels`` (int32, nullable; pandas reads them
     as ``Int32``), ``n_segments`` (int32), one ``<label>_s`` float64 column per
-    class (seconds of audio given that label), ``silence_s`` (float64),
+    class (seconds of audio given that label), ``silence_s`` (float64; these
+    are null on an error row),
     ``processed_at`` (timestamp[us, UTC]), ``channel_mode`` (str), ``model``,
     ``model_version``, ``model_sha256`` (str).
 

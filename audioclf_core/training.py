@@ -482,11 +482,11 @@ def _data_name(data) -> str:
 def _check_arch_kwargs(kwargs: Mapping[str, Any]) -> None:
     """Refuse architecture settings no network can be built with (before any data is read)."""
     if "width" in kwargs and not (isinstance(kwargs["width"], (int, np.integer)) and kwargs["width"] >= 2):
-        raise ParameterError(f"width={kwargs['width']} must be a whole number of at least 2")
+        raise ParameterError(param="width", value=kwargs["width"], reason="must be a whole number of at least 2")
     if "dropout" in kwargs and not 0.0 <= float(kwargs["dropout"]) < 1.0:
-        raise ParameterError(f"dropout={kwargs['dropout']} must be at least 0 and below 1")
+        raise ParameterError(param="dropout", value=kwargs["dropout"], reason="must be at least 0 and below 1")
     if "l2" in kwargs and not float(kwargs["l2"]) >= 0.0:
-        raise ParameterError(f"l2={kwargs['l2']} must be 0 or more")
+        raise ParameterError(param="l2", value=kwargs["l2"], reason="must be 0 or more")
 
 
 def _next_version(version: str) -> str:
@@ -652,25 +652,25 @@ def train(
     -------
     TrainResult
     """
-    from .evaluation import evaluate_clips, write_report
+    from .evaluation import evaluate_clips, not_scored, write_report
 
     say = log or (lambda _msg: None)
     for k, v in (("epochs", epochs), ("batch_size", batch_size), ("real_repeat", real_repeat),
                  ("max_windows_per_epoch", max_windows_per_epoch)):
         if int(v) < 1:
-            raise ParameterError(f"{k}={v} must be at least 1")
+            raise ParameterError(param=k, value=v, reason="must be at least 1")
     if search < 0 or search == 1:
-        raise ParameterError(f"search={search}: give 2 trials or more to compare (0: no search)")
+        raise ParameterError(param="search", value=search, reason="give 2 trials or more to compare (0: no search)")
     if search and from_bundle is not None:
         raise ParameterError("search does not apply to a fine-tune: it keeps its parent's network")
     if patience < 0:
-        raise ParameterError(f"patience={patience} must be 0 or more")
+        raise ParameterError(param="patience", value=patience, reason="must be 0 or more")
     if learning_rate is None:
         learning_rate = FINE_TUNE_LEARNING_RATE if from_bundle is not None else LEARNING_RATE
     if not (math.isfinite(learning_rate) and learning_rate > 0):
-        raise ParameterError(f"learning_rate={learning_rate} must be a positive number")
+        raise ParameterError(param="learning_rate", value=learning_rate, reason="must be a positive number")
     if time_budget_s is not None and not time_budget_s > 0:
-        raise ParameterError(f"time_budget_s={time_budget_s} must be positive (or None: no budget)")
+        raise ParameterError(param="time_budget_s", value=time_budget_s, reason="must be positive (or None: no budget)")
     _check_arch_kwargs(arch_kwargs or {})
     out = check_new_bundle(out, version=version, hint=" (choose a new --out)")
     if report is not None:
@@ -734,14 +734,19 @@ def train(
 
     sr = task.sample_rate
     t_load = time.monotonic()
-    clips, errors = load_clips(table["path"].tolist(), sr=sr, log=say, storage_options=storage_options)
-    ok = decoded(clips, errors, data=data, log=say)
+    paths, split_of_row = table["path"].tolist(), split.to_numpy()
+    all_clips, errors = load_clips(paths, sr=sr, log=say, storage_options=storage_options)
+    ok = decoded(all_clips, errors, data=data, log=say)
     table = table[ok].reset_index(drop=True)
     split = split[ok].reset_index(drop=True)
-    clips = [c for c, k in zip(clips, ok) if k]
+    clips = [c for c, k in zip(all_clips, ok) if k]
     say(f"decoded {len(clips)} clips, {sum(len(c) for c in clips) / sr / 3600:.2f} h, in {time.monotonic() - t_load:.0f} s")
     n_cut = sum(longer_than_a_segment(c, sr=sr, silence=task.silence) for c in clips)
     clips, table, source = cut_recordings(clips, table, sr=sr, silence=task.silence, log=say)
+    # held-out clips that no figure counts, for the report's left_out.csv
+    heldout_left_out = [(paths[i], why) for i, why in not_scored(all_clips, errors, ok, source, silence=task.silence)
+                        if split_of_row[i] == "test"]
+    del all_clips
     split = split.iloc[source].reset_index(drop=True)
     lengths = pd.Series([len(c) for c in clips])
     y_all = table["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
@@ -832,6 +837,7 @@ def train(
                 fx=fx, window=window, hop=hop, pooling=task.pooling, files=meta["path"].tolist(),
                 groups=meta["group"].tolist(), spans=meta[["start_s", "end_s"]].to_numpy(),
             )
+            evaluations[cond].left_out = heldout_left_out
             say(f"held-out ({cond}): segment accuracy {evaluations[cond].accuracy:.4f}, macro F1 {evaluations[cond].macro_f1:.4f}")
     else:
         say("no held-out groups: the bundle carries no held-out figures")
@@ -920,7 +926,7 @@ def repool(
 
     src = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     if pooling not in POOLINGS:
-        raise ParameterError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
+        raise ParameterError(param="pooling", value=pooling, reason=f"use one of {', '.join(POOLINGS)}")
     out = check_new_bundle(out, version=version)
     if report is not None:
         check_local_folder(report, what="report folder")

@@ -50,7 +50,7 @@ class ArchiveOptions(BaseModel):
     channels: Literal["mix", "split"] = "mix"
     silence: dict[str, float] = Field(default_factory=dict, description="overrides of the model's silence parameters, e.g. {'min_silence_ms': 700}")
     extensions: list[str] | None = Field(None, description="audio extensions to list (default: all audioclf decodes)")
-    pattern: str | None = Field(None, description="glob on the path below each source, e.g. '*/agent-*.wav'")
+    pattern: str | None = Field(None, description="glob on the path below each source (* stays within a folder, ** spans folders), e.g. '*/agent-*.wav'")
     modified_since: datetime | None = None
     csv: bool = False
     recordings_per_task: int = Field(25, ge=1, le=100_000, description="upper bound on recordings per task")

@@ -128,11 +128,12 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
     [
         (["classify", "nothing/here/*.wav", "--out", "{tmp}"], "no recordings found"),
         (["classify", "samples/", "--out", "{tmp}", "--model", "no-such-model"], "no model bundle 'no-such-model'"),
-        (["classify", "samples/", "--out", "{tmp}", "--threshold-dbfs", "6"], "threshold_dbfs=6"),
+        (["classify", "samples/", "--out", "{tmp}", "--threshold-dbfs", "6"], "--threshold-dbfs 6.0: Input should be less than or equal to 0"),
         (["classify", "samples/", "--out", "{tmp}", "--channels", "left"], "--channels 'left'"),
-        (["classify", "samples/", "--out", "{tmp}", "--engine", "onnx"], "engine='onnx': use one of auto, litert, keras"),
-        (["classify", "samples/", "--out", "{tmp}", "--batch-windows", "0"], "batch_windows=0 must be at least 1"),
-        (["classify", "samples/", "--out", "{tmp}", "--workers", "0"], "workers=0 must be a whole number, at least 1"),
+        (["classify", "samples/", "--out", "{tmp}", "--engine", "onnx"], "--engine 'onnx': use one of auto, litert, keras"),
+        (["classify", "samples/", "--out", "{tmp}", "--batch-windows", "0"], "--batch-windows 0: must be at least 1"),
+        (["classify", "samples/", "--out", "{tmp}", "--workers", "0"], "--workers 0: must be a whole number, at least 1"),
+        (["classify", "samples/", "--out", "{tmp}", "--min-silence-ms", "-5"], "--min-silence-ms -5.0: Input should be greater than 0"),
         (["classify", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),
         (["models", "show", "nope"], "no model bundle 'nope'"),
         (["models", "list", "no/such/folder"], "no/such/folder: no such folder"),
@@ -146,6 +147,7 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
          "cannot list zip://::samples/call-001.wav: samples/call-001.wav is not a readable archive (File is not a zip file)"),
         (["run", "samples/", "--out", "{tmp}", "--workers", "0"], "--workers 0: Input should be greater than or equal to 1"),
         (["run", "samples/", "--out", "{tmp}", "--channels", "left"], "--channels 'left': Input should be 'mix' or 'split'"),
+        (["run", "samples/", "--out", "{tmp}", "--min-silence-ms", "-5"], "--min-silence-ms -5.0: Input should be greater than 0"),
         (["run", "samples/", "--out", "{tmp}", "--model", "no-such-model"], "no model bundle 'no-such-model'"),
         (["run", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),
         # an endpoint botocore would take for a bare ValueError at the first request
@@ -166,12 +168,46 @@ def test_errors_are_one_readable_line(tmp_path, args, needle):
     assert not (tmp_path / "o").exists()  # a refused request leaves nothing behind
 
 
+@pytest.mark.slow
+def test_run_cuts_recordings_with_the_options_classify_takes(tmp_path):
+    # the segmenter's options reach the flow's tasks: the same segments as classify makes with them
+    cut = ["--max-segment-s", "1.5", "--min-silence-ms", "300", "--keep-silence-ms", "50", "--engine", "keras"]
+    call = str(SAMPLES / "call-001.wav")
+    done = run("run", call, "--out", str(tmp_path / "flow"), "-q", *cut, env={"PREFECT_HOME": str(tmp_path / "ph")})
+    assert done.returncode == 0, done.stderr
+    assert run("classify", call, "--out", str(tmp_path / "cli"), "-q", *cut).returncode == 0
+    assert run("classify", call, "--out", str(tmp_path / "default"), "-q").returncode == 0
+    spans = {k: pd.read_parquet(tmp_path / k / "segments")[["start_s", "end_s", "label"]] for k in ("flow", "cli", "default")}
+    pd.testing.assert_frame_equal(spans["flow"], spans["cli"])
+    assert (spans["flow"].end_s - spans["flow"].start_s).max() <= 1.5 + 2 * 0.05 + 1e-6
+    assert len(spans["flow"]) > len(spans["default"])  # cut shorter than the model's 30 s and 500 ms
+    params = {k: pd.read_parquet(tmp_path / k / "recordings").params_sha256.iloc[0] for k in spans}
+    assert params["flow"] == params["cli"] != params["default"]
+
+
 def test_run_refuses_an_output_that_holds_other_labels_before_any_flow_run(tmp_path):
     out = tmp_path / "o"
     assert run("classify", str(SAMPLES / "call-001.wav"), "--out", str(out), "-q").returncode == 0
     line = one_line_error(run("run", str(SAMPLES), "--out", str(out), "--model", "digits"))
     assert "has results for labels ['speech', 'music', 'noise']" in line and "flow run" not in line
     assert len(pd.read_parquet(out / "recordings")) == 1  # nothing classified into it
+
+
+def test_file_names_with_brackets_are_printed_as_they_are(tmp_path):
+    # Square brackets in a path read as console markup would be dropped from the line ("[bold]"),
+    # or end the command in a traceback ("[/x]" closes no tag); the progress bar shows them too.
+    calls = tmp_path / "calls"
+    for rel in ("in [bold]/a.wav", "[/x].wav", "take [2].wav"):
+        (calls / rel).parent.mkdir(parents=True, exist_ok=True)
+        (calls / rel).write_bytes(b"RIFF\x00\x00")
+    out = tmp_path / "o [red]"
+    proc = run("classify", str(calls), "--out", str(out), env={"COLUMNS": "300"})
+    assert proc.returncode == 3, proc.stderr
+    for rel in ("in [bold]/a.wav", "[/x].wav", "take [2].wav"):
+        assert f"failed: cannot decode {calls / rel}:" in proc.stderr
+    assert f"audioclf classify →{out}" in "".join(line.strip() for line in proc.stderr.splitlines())  # a wrapped title
+    line = one_line_error(run("classify", str(calls / "[" / "y].wav"), "--out", str(out)))
+    assert f"no recordings found in '{calls}/[/y].wav'" in line
 
 
 def test_a_summary_names_ten_failures_and_counts_the_rest():

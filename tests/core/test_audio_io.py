@@ -249,19 +249,20 @@ def test_blocks_restarts_from_the_beginning(tmp_path: Path) -> None:
 def test_ffmpeg_blocks_restart_and_early_stop_kills_ffmpeg(tmp_path: Path) -> None:
     x = truth(16000, 2, seconds=3)
     path = ffmpeg_encode(write_float_wav(tmp_path / "src.wav", x, 16000), tmp_path / "x.m4a", "-c:a", "aac")
+    before = _children()  # a session's servers (PulseAudio, S3) may run beside the tests
     with open_audio(str(path)) as reader:
         a = np.concatenate(list(reader.blocks(512)))
         b = np.concatenate(list(reader.blocks(4096)))
         np.testing.assert_array_equal(a, b)
         it = reader.blocks(256)
         next(it)
-        assert _children() != set(), "ffmpeg should be running mid-stream"
+        assert _children() - before, "ffmpeg should be running mid-stream"
         it.close()
-        assert _children() == set()
+        assert _children() - before == set()
         again = reader.blocks(256)
         next(again)
-        assert _children() != set()
-    assert _children() == set()  # close() stops it too
+        assert _children() - before
+    assert _children() - before == set()  # close() stops it too
 
 
 def _children() -> set[int]:
@@ -656,6 +657,30 @@ def test_s3_prefix_glob_and_decoding(tmp_path: Path, s3_server, s3_bucket: str) 
     assert _expect_open_error(f"{base}/2026/11/nope.wav") == f"cannot open {base}/2026/11/nope.wav: no such file"
 
 
+def test_a_double_colon_in_a_name_is_part_of_the_name(tmp_path: Path, s3_server, s3_bucket: str) -> None:
+    """fsspec chains URLs with ``::``; a file or key whose name holds it is still one file."""
+    import s3fs
+
+    from audioclf_core.audio_io import is_chained, list_recordings
+
+    assert is_chained("zip://calls::s3://bucket/a.zip") and is_chained("simplecache::s3://bucket/a.wav")
+    assert not any(is_chained(u) for u in ("/calls/call::1.wav", "call::1.wav", "s3://bucket/a::b.wav"))
+    x = truth(16000, 1)
+    local = tmp_path / "calls" / "call::1.flac"
+    local.parent.mkdir()
+    sf.write(local, x, 16000, subtype="PCM_16")
+    fs = s3fs.S3FileSystem(**s3_server.storage_options)
+    fs.pipe(f"{s3_bucket}/day/agent::7.flac", local.read_bytes())
+    remote = f"s3://{s3_bucket}/day/agent::7.flac"
+    for folder, uri, options in ((str(tmp_path / "calls"), str(local), {}),
+                                 (f"s3://{s3_bucket}/day/", remote, s3_server.storage_options)):
+        assert expand_inputs([folder], storage_options=options) == ([uri], [])
+        assert expand_inputs([uri], storage_options=options) == ([uri], [])
+        assert [f.uri for f in list_recordings(folder, storage_options=options)] == [uri]
+        info, y = decode_all(uri, storage_options=options)
+        assert info.frames == len(x) and np.allclose(y, x, atol=1e-4)
+
+
 # --------------------------------------------------------------------------
 # expand_inputs
 
@@ -811,22 +836,26 @@ def test_list_recordings_filters_by_pattern_and_modification_time(tmp_path):
 
     from audioclf_core.audio_io import list_recordings
 
-    for rel in ("d1/calls-1.wav", "d1/x.wav", "d2/calls-2.WAV", "d2/notes.txt"):
-        (tmp_path / rel).parent.mkdir(exist_ok=True)
+    for rel in ("d1/calls-1.wav", "d1/x.wav", "d2/calls-2.WAV", "d2/notes.txt", "d2/old/calls-0.wav"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"RIFF")
     names = lambda found: [f.uri.rsplit("/", 2)[-2] + "/" + f.uri.rsplit("/", 1)[-1] for f in found]  # noqa: E731
-    assert names(list_recordings(str(tmp_path))) == ["d1/calls-1.wav", "d1/x.wav", "d2/calls-2.WAV"]
+    assert names(list_recordings(str(tmp_path))) == ["d1/calls-1.wav", "d1/x.wav", "d2/calls-2.WAV", "old/calls-0.wav"]
+    # as fsspec globs: * stays within one folder, ** spans any number of them
     assert names(list_recordings(str(tmp_path), pattern="*/calls-*")) == ["d1/calls-1.wav", "d2/calls-2.WAV"]
     assert names(list_recordings(str(tmp_path), pattern="d1/*")) == ["d1/calls-1.wav", "d1/x.wav"]
+    assert names(list_recordings(str(tmp_path), pattern="d2/*")) == ["d2/calls-2.WAV"]
+    assert names(list_recordings(str(tmp_path), pattern="**/calls-*")) == ["d1/calls-1.wav", "d2/calls-2.WAV", "old/calls-0.wav"]
+    assert names(list_recordings(str(tmp_path), pattern="*.wav")) == []  # no recording at the top
     # the folder above the source is not part of what the pattern sees
     assert list_recordings(str(tmp_path), pattern=f"*{tmp_path.name}/d1/*") == []
 
     past = time.time() - 2 * 3600
     os.utime(tmp_path / "d1" / "x.wav", (past, past))
     since = datetime.now(timezone.utc) - timedelta(hours=1)
-    assert names(list_recordings(str(tmp_path), modified_since=since)) == ["d1/calls-1.wav", "d2/calls-2.WAV"]
+    assert names(list_recordings(str(tmp_path), modified_since=since)) == ["d1/calls-1.wav", "d2/calls-2.WAV", "old/calls-0.wav"]
     # a naive time is UTC
-    assert len(list_recordings(str(tmp_path), modified_since=since.replace(tzinfo=None))) == 2
+    assert len(list_recordings(str(tmp_path), modified_since=since.replace(tzinfo=None))) == 3
     x = next(f for f in list_recordings(str(tmp_path)) if f.uri.endswith("x.wav"))
     assert abs(x.modified.timestamp() - past) < 1
 

@@ -7,6 +7,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -251,6 +252,10 @@ def test_a_recording_that_fails_part_way_keeps_no_segments(bundle, tmp_path):
     assert out.n_segments == 0 and out.covered_s == 0
     segments, recordings = Classifier(bundle).tables([out])
     assert len(segments) == 0 and recordings.status.tolist() == ["error"]
+    # the header told its length, but its sound was not all heard: no seconds of silence or of any label
+    row = recordings.iloc[0]
+    assert row.duration_s == pytest.approx(len(y) / sr)
+    assert all(pd.isna(row[f"{lab}_s"]) for lab in (*bundle.labels, "silence"))
 
 
 def test_an_unreachable_store_is_retryable_and_a_bad_file_is_not(bundle):
