@@ -288,16 +288,55 @@ def _has_extension(path: str, exts: frozenset[str]) -> bool:
 
 def _files_below(fs: fsspec.AbstractFileSystem, path: str, exts: frozenset[str]) -> tuple[list[str], int]:
     """Files under `path` (recursive) with an extension in `exts`, and how many were skipped."""
-    files = [p for p, info in fs.find(path, detail=True).items() if info.get("type") != "directory"]
+    files = list(_walk(fs, path))
     found = [p for p in files if _has_extension(p, exts)]
     return found, len(files) - len(found)
+
+
+def _walk(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, dict[str, Any]]:
+    """Every file below ``root`` with its listing, as ``fs.find(root, detail=True)`` gives it, but
+    without folders, and:
+
+    - on a local disk, a link to a folder is followed and its files are listed under the link's
+      path (an archive assembled from links loses nothing); each real folder is walked once, so a
+      link back up the tree, or to a folder listed already, adds nothing;
+    - in an object store, an empty key that ends in ``/`` is a folder marker (what a console's
+      "create folder" writes), not a recording.
+    """
+    entries = fs.find(root, detail=True, withdirs=True)
+    if not isinstance(fs, LocalFileSystem):
+        return {p: info for p, info in entries.items()
+                if info.get("type") != "directory" and not (p.endswith("/") and not info.get("size"))}
+    seen = {os.path.realpath(root)} | {os.path.realpath(p) for p, info in entries.items() if info.get("type") == "directory"}
+    return _follow(fs, entries, seen)
+
+
+def _follow(fs: LocalFileSystem, entries: Mapping[str, dict[str, Any]], seen: set[str]) -> dict[str, dict[str, Any]]:
+    files: dict[str, dict[str, Any]] = {}
+    links = []
+    for path, info in entries.items():
+        if info.get("type") == "directory":
+            continue
+        if info.get("islink") and os.path.isdir(path):
+            links.append(path)
+        else:
+            files[path] = info
+    for link in sorted(links):
+        real = os.path.realpath(link)
+        if real in seen:
+            continue
+        below = fs.find(link, detail=True, withdirs=True)
+        seen.update(os.path.realpath(p) for p, info in below.items() if info.get("type") == "directory")
+        seen.add(real)
+        files.update(_follow(fs, below, seen))
+    return files
 
 
 def _files_matching(fs: fsspec.AbstractFileSystem, pattern: str, exts: frozenset[str]) -> tuple[list[str], int]:
     found: list[str] = []
     skipped = 0
     for p, info in fs.glob(pattern, detail=True).items():
-        if info.get("type") == "directory":
+        if info.get("type") == "directory" or (isinstance(fs, LocalFileSystem) and info.get("islink") and os.path.isdir(p)):
             below, n = _files_below(fs, p, exts)
             found += below
             skipped += n
@@ -456,7 +495,7 @@ def list_recordings(
             entries = {root: fs.info(root)}
             root = posixpath.dirname(root.rstrip("/"))
         elif fs.exists(root):
-            entries = fs.find(root, detail=True)
+            entries = _walk(fs, root)
         elif not isinstance(fs, LocalFileSystem) and "/" in root.strip("/") and fs.exists(root.strip("/").split("/")[0]):
             # Object stores have no empty folders: a prefix nothing was written
             # under yet (tonight's date) in an existing bucket is just empty.

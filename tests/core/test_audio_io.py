@@ -8,6 +8,7 @@ spectrum and level (lossy ones), and a swapped channel shows.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import stat
@@ -944,6 +945,51 @@ def test_a_linked_recording_is_listed_as_it_opens(tmp_path):
     with open_audio(found["link.wav"].uri) as reader:
         assert (found["link.wav"].size, found["link.wav"].etag) == (reader.info.size, reader.info.etag)
     assert (found["link.wav"].size, found["link.wav"].etag) == (found["a.wav"].size, found["a.wav"].etag)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links")
+def test_a_linked_folder_is_walked_once(tmp_path):
+    """An archive assembled from links to folders loses none of their recordings: a folder
+    and a glob follow them, and each real folder is listed once (a link back up the tree, or
+    to a folder listed already, adds nothing and does not loop)."""
+    from audioclf_core.audio_io import list_recordings
+
+    root, elsewhere = tmp_path / "calls", tmp_path / "nas" / "2026-11"
+    (root / "own").mkdir(parents=True)
+    (elsewhere / "agent-7").mkdir(parents=True)
+    for f in (root / "own" / "a.wav", elsewhere / "b.wav", elsewhere / "agent-7" / "c.wav"):
+        sf.write(f, truth(8000, 1, seconds=0.5), 8000)
+    (root / "nov.wav").symlink_to(elsewhere)  # a folder, whatever its name says
+    (elsewhere / "up").symlink_to(root)  # a loop
+    (root / "again").symlink_to(root / "own")  # listed already, under its own name
+    (root / "gone").symlink_to(tmp_path / "nowhere")  # a broken link to no file is nothing
+    want = [str(root / rel) for rel in ("nov.wav/agent-7/c.wav", "nov.wav/b.wav", "own/a.wav")]
+    assert [f.uri for f in list_recordings(str(root))] == want
+    assert [f.uri for f in list_recordings(str(root), pattern="nov.wav/*/*.wav")] == want[:1]
+    assert expand_inputs([str(root)]) == (want, [])
+    # A glob that matches the link walks it as the root: its link up is then a way to calls/,
+    # whose own folders are listed once, and the way back to nov.wav is not taken again.
+    assert expand_inputs([str(root / "n*")]) == (want[:2] + [str(root / "nov.wav/up/own/a.wav")], [])
+    assert [decode_all(u)[0].frames for u in want] == [4000] * 3
+
+
+def test_an_object_store_folder_marker_is_not_a_recording(s3_server, s3_bucket: str) -> None:
+    """An empty key ending in ``/`` is what a console writes to "create a folder": not a
+    recording (it was listed, and became an error row). A key that holds bytes stays."""
+    import s3fs
+
+    from audioclf_core.audio_io import list_recordings
+
+    fs = s3fs.S3FileSystem(**s3_server.storage_options)
+    wav = io.BytesIO()
+    sf.write(wav, truth(8000, 1, seconds=0.5), 8000, format="WAV")
+    for key, data in (("day/x.wav/", b""), ("day/x.wav/in.wav", wav.getvalue()), ("day/empty.wav/", b""),
+                      ("day/odd.wav/", b"not audio")):
+        fs.pipe(f"{s3_bucket}/{key}", data)
+    base = f"s3://{s3_bucket}/day/"
+    want = [base + "odd.wav/", base + "x.wav/in.wav"]
+    assert [f.uri for f in list_recordings(base, storage_options=s3_server.storage_options)] == want
+    assert expand_inputs([base], storage_options=s3_server.storage_options) == (want, [])
 
 
 def test_files_whose_store_keeps_no_time_are_kept_by_modified_since():
