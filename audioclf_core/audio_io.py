@@ -30,7 +30,7 @@ import zipfile
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import fsspec
 import numpy as np
@@ -87,9 +87,7 @@ if _SF_LIB is None or _SF_FFI is None or not hasattr(_SF_LIB, "sf_readf_float"):
 # A WAV header with its usual chunks fits in this; a file of 0 frames larger than that holds
 # bytes a recorder wrote after a header it never finished.
 _UNFINISHED_WAV_BYTES = 4096
-_UNFINISHED_WAV = "a WAV file whose header promises 0 frames, with more bytes after it"
 _SF_UNRECOGNISED = frozenset({"format not recognised", "file contains data in an unknown format"})
-_SF_DEFERRED = "libsndfile defers to ffmpeg: "
 _COPY_CHUNK_BYTES = 1 << 20
 _PROBE_TIMEOUT_S = 120
 _SNIFF_BYTES = 512
@@ -648,9 +646,9 @@ def _open_with_libsndfile(
     try:
         snd = sf.SoundFile(guarded, mode="r")
     except sf.LibsndfileError as exc:
-        sf_reason = exc.error_string.strip().rstrip(".")
+        verdict = _Libsndfile(exc.error_string.strip().rstrip("."))
     except (RuntimeError, TypeError, ValueError) as exc:
-        sf_reason = _one_line(exc)
+        verdict = _Libsndfile(_one_line(exc))
     else:
         if guarded.error is not None:
             snd.close()
@@ -663,17 +661,31 @@ def _open_with_libsndfile(
                 snd.close()
                 raise
         snd.close()
-        sf_reason = why_ffmpeg
+        verdict = why_ffmpeg
 
     head = _sniff(guarded)
     if _looks_like_text(head):
         # Neither decoder has a better word for a text file, and ffmpeg's
         # (for a text file named .mp3: "Invalid argument") would mislead.
         raise DecodeError(f"cannot decode {uri}: not an audio file (it looks like text)")
-    return _open_with_ffmpeg(uri, fs, path, guarded, size, sf_reason)
+    return _open_with_ffmpeg(uri, fs, path, guarded, size, verdict)
 
 
-def _prefer_ffmpeg(snd: sf.SoundFile, *, size: int | None = None) -> str | None:
+class _Libsndfile(NamedTuple):
+    """Why a file goes to ffmpeg: libsndfile failed to open it (``reason`` is its word), or
+    opened it and ``deferred`` to ffmpeg (``reason`` says why). ``strict``: ffmpeg stops at the
+    first decoding error (not for a file whose end is cut by nature)."""
+
+    reason: str
+    deferred: bool = False
+    strict: bool = True
+
+    @classmethod
+    def defers(cls, why: str, *, strict: bool = True) -> "_Libsndfile":
+        return cls(f"libsndfile defers to ffmpeg: {why}", deferred=True, strict=strict)
+
+
+def _prefer_ffmpeg(snd: sf.SoundFile, *, size: int | None = None) -> _Libsndfile | None:
     """Why libsndfile, which opened the file, should not decode it (or None).
 
     libsndfile 1.2 sizes an MP3 without a Xing/Info header from its first
@@ -690,23 +702,23 @@ def _prefer_ffmpeg(snd: sf.SoundFile, *, size: int | None = None) -> str | None:
     reads 0 frames, ffmpeg reads the audio to the end of the file.
     """
     if snd.format in ("WAV", "WAVEX") and snd.frames == 0 and size is not None and size > _UNFINISHED_WAV_BYTES:
-        return _SF_DEFERRED + _UNFINISHED_WAV
+        return _Libsndfile.defers("a WAV file whose header promises 0 frames, with more bytes after it", strict=False)
     if snd.format == "MP3" and re.search(r"bitrate mode\s*:\s*constant", snd.extra_info):
-        return _SF_DEFERRED + "an MP3 without a Xing/Info header, whose length it can only guess"
+        return _Libsndfile.defers("an MP3 without a Xing/Info header, whose length it can only guess")
     if snd.format == "OGG" and snd.frames == 0:
-        return _SF_DEFERRED + "an Ogg stream in which it finds 0 frames"
+        return _Libsndfile.defers("an Ogg stream in which it finds 0 frames")
     if snd.format == "OGG" and snd.channels > 2:
-        return _SF_DEFERRED + "a multichannel Ogg stream, whose channels it leaves in Vorbis order"
+        return _Libsndfile.defers("a multichannel Ogg stream, whose channels it leaves in Vorbis order")
     return None
 
 
 def _open_with_ffmpeg(
-    uri: str, fs: fsspec.AbstractFileSystem, path: str, fileobj: _GuardedFile, size: int | None, sf_reason: str
+    uri: str, fs: fsspec.AbstractFileSystem, path: str, fileobj: _GuardedFile, size: int | None, libsndfile: _Libsndfile
 ) -> AudioReader:
     ffmpeg, ffprobe = _which("ffmpeg"), _which("ffprobe")
     if ffmpeg is None or ffprobe is None:
         raise DecodeError(
-            f"cannot decode {uri}: libsndfile cannot read it ({sf_reason}) and the fallback "
+            f"cannot decode {uri}: libsndfile cannot read it ({libsndfile.reason}) and the fallback "
             "needs ffmpeg, which is not installed"
         )
     if isinstance(fs, LocalFileSystem):
@@ -719,10 +731,10 @@ def _open_with_ffmpeg(
     try:
         probe = _ffprobe(ffprobe, local)
         if probe.get("error"):
-            raise DecodeError(f"cannot decode {uri}: {_ffmpeg_failure(probe['error'], sf_reason, size)}")
+            raise DecodeError(f"cannot decode {uri}: {_ffmpeg_failure(probe['error'], libsndfile, size)}")
         info = _info_from_probe(uri, probe)
         return _FFmpegReader(uri, info, ffmpeg=ffmpeg, local_path=local, temp_path=temp,
-                             strict=not sf_reason.endswith(_UNFINISHED_WAV))
+                             strict=libsndfile.strict)
     except BaseException:
         if temp is not None:
             _remove(temp)
@@ -1182,15 +1194,16 @@ def _ffmpeg_reason(stderr: bytes, local_path: str) -> str:
     return _one_line("; ".join(lines[:2]))
 
 
-def _ffmpeg_failure(ffmpeg_reason: str, sf_reason: str, size: int | None) -> str:
+def _ffmpeg_failure(ffmpeg_reason: str, libsndfile: _Libsndfile, size: int | None) -> str:
     """The most useful reason when neither libsndfile nor ffmpeg can open a file."""
     size_note = f"; the file is only {size} bytes" if size is not None and size < 1024 else ""
     generic = ffmpeg_reason.lower() in {"", "invalid data found when processing input"}
+    sf_reason = libsndfile.reason
     if sf_reason.lower() in _SF_UNRECOGNISED:
         if generic:
             return f"not an audio file (neither libsndfile nor ffmpeg recognises it{size_note})"
         return f"not a readable audio file (ffmpeg: {ffmpeg_reason}{size_note})"
-    if sf_reason.startswith(_SF_DEFERRED):
+    if libsndfile.deferred:
         # libsndfile opened it but left it to ffmpeg, which failed: ffmpeg's
         # word describes the data.
         return f"corrupt or truncated (ffmpeg: {ffmpeg_reason}{size_note})"

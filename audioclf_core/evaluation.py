@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -167,9 +167,9 @@ class Evaluation:
         float, shape ``(n, 2)``: each segment's start and end in its file, seconds (a long
         labelled recording gives several segments; see
         :func:`audioclf_core.labelled.cut_recordings`).
-    left_out : list of (str, str)
-        ``(file, reason)`` of each clip of the data that was not scored: it did not decode, or
-        holds no sound classification would make a segment of.
+    left_out : list of LeftOut
+        Each clip of the data that was not scored: it did not decode, or holds no sound
+        classification would make a segment of.
     """
 
     labels: tuple[str, ...]
@@ -178,7 +178,7 @@ class Evaluation:
     files: list[str]
     groups: list[str]
     spans: np.ndarray | None = None
-    left_out: list[tuple[str, str]] = field(default_factory=list)
+    left_out: list[LeftOut] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -381,7 +381,7 @@ def evaluate_bundle(
     table = table[ok].reset_index(drop=True)
     kept = [c for c, k in zip(clips, ok) if k]
     kept, cut, source = cut_recordings(kept, table, sr=b.sample_rate, silence=b.manifest.silence, log=log)
-    left_out = [(paths[i], why) for i, why in not_scored(clips, errors, ok, source, silence=b.manifest.silence)]
+    left_out = not_scored(paths, clips, errors, ok, source, silence=b.manifest.silence)
     clips = kept
     if condition == "telephone":
         clips = [telephone(c, sr=b.sample_rate) for c in clips]
@@ -392,23 +392,35 @@ def evaluate_bundle(
     return ev
 
 
-def not_scored(
-    clips: Sequence[np.ndarray | None], errors: Sequence[str], ok: np.ndarray, source: np.ndarray, *,
-    silence: SilenceParams,
-) -> list[tuple[int, str]]:
-    """``(row, reason)`` for each clip of a table that no figure counts, for ``left_out.csv``.
+class LeftOut(NamedTuple):
+    """A clip of the data that no figure counts, as ``left_out.csv`` lists it."""
 
-    ``clips`` and ``errors`` are :func:`~audioclf_core.labelled.load_clips`' for the table's rows,
-    ``ok`` :func:`~audioclf_core.labelled.decoded`'s, and ``source`` what
+    file: str
+    reason: str
+    silent: bool = False  # it decoded, but holds no sound classification would make a segment of
+
+
+def not_scored(
+    paths: Sequence[str], clips: Sequence[np.ndarray | None], errors: Sequence[str], ok: np.ndarray,
+    source: np.ndarray, *, silence: SilenceParams, keep: Sequence[bool] | None = None,
+) -> list[LeftOut]:
+    """The clips of a table that no figure counts, in its order, for ``left_out.csv``; only the
+    rows ``keep`` marks, when it is given.
+
+    ``paths`` are the table's files, ``clips`` and ``errors``
+    :func:`~audioclf_core.labelled.load_clips`' for them, ``ok``
+    :func:`~audioclf_core.labelled.decoded`'s, and ``source`` what
     :func:`~audioclf_core.labelled.cut_recordings` returned for the decoded rows: a decoded clip
     that no segment comes from holds no sound.
     """
     reasons = iter(errors)  # one per clip that did not decode, in order
-    out = [(i, next(reasons) if c is None else "decoded to no audio") for i, (c, k) in enumerate(zip(clips, ok)) if not k]
+    out = {i: LeftOut(paths[i], next(reasons) if c is None else "decoded to no audio")
+           for i, (c, k) in enumerate(zip(clips, ok)) if not k}
     scored = set(source.tolist())
-    out += [(int(i), f"no sound above {silence.threshold_dbfs:g} dBFS: classify finds no segment in it")
-            for j, i in enumerate(np.flatnonzero(ok)) if j not in scored]
-    return sorted(out)
+    out |= {int(i): LeftOut(paths[i], f"no sound above {silence.threshold_dbfs:g} dBFS: classify finds no segment in it",
+                            silent=True)
+            for j, i in enumerate(np.flatnonzero(ok)) if j not in scored}
+    return [out[i] for i in sorted(out) if keep is None or keep[i]]
 
 
 # --------------------------------------------------------------------------------------
@@ -505,12 +517,12 @@ def _heldout_sentence(seen: Sequence[str] | None, n_groups: int) -> str:
             "the model fits its own data, not how it does on new recordings.")
 
 
-def _left_out_sentence(left_out: Sequence[tuple[str, str]]) -> str:
+def _left_out_sentence(left_out: Sequence[LeftOut]) -> str:
     """``3 clips of the data were not scored (left_out.csv): 2 did not decode (...), 1 holds no sound.``"""
-    silent = sum(r.startswith("no sound") for _, r in left_out)
+    silent = sum(c.silent for c in left_out)
     parts = []
     if len(left_out) - silent:
-        first = next(r for _, r in left_out if not r.startswith("no sound"))
+        first = next(c.reason for c in left_out if not c.silent)
         parts.append(f"{len(left_out) - silent} did not decode (the first: {first})")
     if silent:
         parts.append(f"{silent} hold no sound classification would make a segment of")
@@ -557,10 +569,11 @@ def write_report(
         plot_confusion(ev, folder / f"confusion-{safe}.png", title=f"{other}: {ev.n} segments, accuracy {ev.accuracy:.3f}")
         ev.misclassified().to_csv(folder / f"misclassified-{safe}.csv", index=False)
     (folder / "metrics.json").write_text(json.dumps(
-        {n: {**e.metrics(), **({"left_out": [{"file": f, "reason": r} for f, r in e.left_out]} if e.left_out else {})}
+        {n: {**e.metrics(), **({"left_out": [{"file": c.file, "reason": c.reason} for c in e.left_out]} if e.left_out else {})}
          for n, e in evaluations.items()}, indent=2) + "\n")
     if main.left_out:
-        pd.DataFrame(main.left_out, columns=["file", "reason"]).to_csv(folder / "left_out.csv", index=False)
+        pd.DataFrame([(c.file, c.reason) for c in main.left_out], columns=["file", "reason"]).to_csv(
+            folder / "left_out.csv", index=False)
 
     summary = pd.DataFrame([
         {"condition": n, "segments": e.n, "accuracy": e.accuracy,

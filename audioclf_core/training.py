@@ -744,8 +744,8 @@ def train(
     n_cut = sum(longer_than_a_segment(c, sr=sr, silence=task.silence) for c in clips)
     clips, table, source = cut_recordings(clips, table, sr=sr, silence=task.silence, log=say)
     # held-out clips that no figure counts, for the report's left_out.csv
-    heldout_left_out = [(paths[i], why) for i, why in not_scored(all_clips, errors, ok, source, silence=task.silence)
-                        if split_of_row[i] == "test"]
+    heldout_left_out = not_scored(paths, all_clips, errors, ok, source, silence=task.silence,
+                                  keep=[s == "test" for s in split_of_row])
     del all_clips
     split = split.iloc[source].reset_index(drop=True)
     lengths = pd.Series([len(c) for c in clips])

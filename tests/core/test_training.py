@@ -427,7 +427,8 @@ def test_clips_that_were_not_scored_are_listed_in_the_report(trained, dataset, t
     pd.concat([table, extra]).to_csv(tmp_path / "m.csv", index=False)
     ev = evaluate_bundle(trained.bundle.path, tmp_path / "m.csv")
     assert ev.n == 12  # the twelve good clips, scored as before
-    (bad, why_bad), (quiet, why_quiet) = ev.left_out
+    (bad, why_bad, bad_silent), (quiet, why_quiet, quiet_silent) = ev.left_out
+    assert (bad_silent, quiet_silent) == (False, True)
     assert bad == str(tmp_path / "broken.wav") and why_bad.startswith(f"cannot decode {bad}")
     assert quiet == str(tmp_path / "quiet.wav") and why_quiet.startswith("no sound above -50 dBFS")
     write_report(ev, tmp_path / "rep", title="with two bad clips")
