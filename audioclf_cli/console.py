@@ -1,4 +1,5 @@
-"""How the ``audioclf`` commands fail: one ``error:`` line on stderr and exit 1."""
+"""What the command lines (``audioclf`` and ``audioclf-live``) share: how they fail (one
+``error:`` line on stderr and exit 1) and how they read the segmenter's options."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from audioclf_core.errors import ParameterError
+from audioclf_core.params import SilenceParams, given
 
 err = Console(stderr=True, highlight=False)
 EXIT_ERROR = 1  # the command could not do its job
@@ -28,3 +30,9 @@ def option_names(ctx: typer.Context | None) -> dict[str, str]:
     if ctx is None:
         return {}
     return {p.name: p.opts[0] for p in ctx.command.params if p.name and p.opts and p.opts[0].startswith("-")}
+
+
+def silence_options(ctx: typer.Context) -> dict[str, float]:
+    """The segmenter options the user gave (``--min-silence-ms`` and the others that share a
+    :class:`~audioclf_core.params.SilenceParams` field's name), for ``SilenceParams.replace``."""
+    return given(**{name: ctx.params.get(name) for name in SilenceParams.model_fields})

@@ -16,10 +16,9 @@ import typer
 from rich.console import Console
 
 from audioclf_core.errors import AudioClfError
-from audioclf_core.params import given
 
 from .classify import ClassifySummary, run_classify
-from .console import err, fail
+from .console import err, fail, silence_options
 from .models import list_models, show_model
 from .train import evaluate_command, join_command, train_command
 
@@ -68,13 +67,9 @@ def classify(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
     """Classify recordings and write one row per segment and one per recording."""
-    silence = given(
-        min_silence_ms=min_silence_ms, threshold_dbfs=threshold_dbfs, threshold_rel_db=threshold_rel_db,
-        keep_silence_ms=keep_silence_ms, min_segment_ms=min_segment_ms, max_segment_s=max_segment_s,
-    )
     try:
         summary: ClassifySummary = run_classify(
-            inputs=inputs, out=out, model=model or None, csv=csv, channels=channels, silence=silence,
+            inputs=inputs, out=out, model=model or None, csv=csv, channels=channels, silence=silence_options(ctx),
             endpoint_url=endpoint_url, batch_windows=batch_windows, engine=engine, workers=workers,
             console=None if quiet else err,
         )
@@ -114,10 +109,7 @@ def run(
 
     options = dict(csv=csv, channels=channels, pattern=pattern, modified_since=modified_since, workers=workers,
                    recordings_per_task=recordings_per_task, dask=dask or bool(dask_address), dask_address=dask_address,
-                   retry_errors=retry_errors, endpoint_url=endpoint_url, engine=engine,
-                   silence=given(min_silence_ms=min_silence_ms, threshold_dbfs=threshold_dbfs,
-                                 threshold_rel_db=threshold_rel_db, keep_silence_ms=keep_silence_ms,
-                                 min_segment_ms=min_segment_ms, max_segment_s=max_segment_s))
+                   retry_errors=retry_errors, endpoint_url=endpoint_url, engine=engine, silence=silence_options(ctx))
     try:
         summary = run_flow(sources=sources, out=out, model=model or None, options=options, console=None if quiet else err)
     except AudioClfError as exc:

@@ -14,8 +14,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from audioclf_core.errors import ParameterError
-
 from .classify import print_failures
 
 
@@ -36,12 +34,13 @@ def run_flow(
     prefect_defaults()
     from pydantic import ValidationError
 
+    from audioclf_core.params import invalid
     from flows.archive import ArchiveOptions, backfill, classify_archive, preflight
 
     try:
         opts = ArchiveOptions(**{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
-        raise ParameterError(options_error(exc)) from None
+        raise invalid("run options", exc) from None
     preflight(list(sources), out, model=model, options=opts)  # a mistake costs no flow run
     if len(sources) == 1:
         summary = classify_archive(sources[0], out, model=model, options=opts)
@@ -50,24 +49,6 @@ def run_flow(
     if console is not None:
         _print(console, summary)
     return summary
-
-
-def options_error(exc) -> str:
-    """A pydantic ``ValidationError`` of the run's options as the options the user typed.
-
-    >>> from flows.archive import ArchiveOptions
-    >>> try:
-    ...     ArchiveOptions(workers=0)
-    ... except Exception as exc:
-    ...     print(options_error(exc))
-    --workers 0: Input should be greater than or equal to 1
-    """
-    parts = []
-    for e in exc.errors():
-        option = "--" + str(e["loc"][0]).replace("_", "-") if e.get("loc") else "options"
-        msg = e["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
-        parts.append(f"{option} {e['input']!r}: {msg}" if "input" in e else f"{option}: {msg}")
-    return "; ".join(parts)
 
 
 def _print(console: Console, s) -> None:

@@ -6,7 +6,8 @@ row in ``recordings/`` or a CLI line is enough to act on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 
 class AudioClfError(Exception):
@@ -25,27 +26,47 @@ class SourceUnavailableError(DecodeError):
     """
 
 
+class Problem(NamedTuple):
+    """One thing wrong with an argument: ``param=value: reason``, or the reason alone when it is
+    about several arguments (``param`` None)."""
+
+    param: str | None
+    value: object
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.param}={self.value!r}: {self.reason}" if self.param else self.reason
+
+    def naming(self, options: Mapping[str, str]) -> str:
+        option = options.get(self.param) if self.param else None
+        return f"{option} {self.value!r}: {self.reason}" if option else str(self)
+
+
 class ParameterError(AudioClfError, ValueError):
     """A public argument is out of range or inconsistent with another.
 
-    Raised with ``param``, ``value`` and ``reason``, it is about that one argument: its message
-    reads ``param=value: reason``, and :meth:`naming` says the same with the option a command
-    line gives the argument by.
+    Raised with ``param``, ``value`` and ``reason`` it is about that one argument, and its
+    message reads ``param=value: reason``; with ``problems`` (:class:`Problem`), about each of
+    them. :meth:`naming` says the same with the options a command line gives the arguments by.
     """
 
-    def __init__(self, message: str = "", *, param: str | None = None, value: object = None, reason: str = "") -> None:
-        super().__init__(message or f"{param}={value!r}: {reason}")
-        self.param, self.value, self.reason = param, value, reason
+    def __init__(self, message: str = "", *, param: str | None = None, value: object = None, reason: str = "",
+                 problems: Iterable[Problem] = ()) -> None:
+        self.problems = tuple(problems) or ((Problem(param, value, reason),) if param else ())
+        super().__init__(message or "; ".join(map(str, self.problems)))
+        one = self.problems[0] if len(self.problems) == 1 else Problem(None, None, "")
+        self.param, self.value, self.reason = one
 
     def naming(self, options: Mapping[str, str]) -> str:
-        """The message, with the argument called by its option when ``options`` (argument name ->
-        option, e.g. ``{"max_windows_per_epoch": "--max-windows"}``) has it.
+        """The message, with each argument called by its option where ``options`` (argument name
+        -> option, e.g. ``{"max_windows_per_epoch": "--max-windows"}``) has it.
 
         >>> ParameterError(param="epochs", value=0, reason="must be at least 1").naming({"epochs": "--epochs"})
         '--epochs 0: must be at least 1'
         """
-        option = options.get(self.param) if self.param else None
-        return f"{option} {self.value!r}: {self.reason}" if option else str(self)
+        if not any(p.param in options for p in self.problems):
+            return str(self)
+        return "; ".join(p.naming(options) for p in self.problems)
 
 
 class BundleError(AudioClfError):

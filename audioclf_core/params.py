@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ParameterError
+from .errors import ParameterError, Problem
 
 
 class _Frozen(BaseModel):
@@ -20,31 +20,23 @@ class _Frozen(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            errors = exc.errors()
-            one = errors[0] if len(errors) == 1 and errors[0]["loc"] else None  # about one field
-            raise ParameterError(
-                _describe(type(self).__name__, exc),
-                param=None if one is None else str(one["loc"][0]), value=None if one is None else one.get("input"),
-                reason="" if one is None else _reason(one),
-            ) from None
+            raise invalid(type(self).__name__, exc) from None
 
     def replace(self, **changes) -> "_Frozen":
         """Return a copy with ``changes`` applied and validated."""
         return type(self)(**{**self.model_dump(), **changes})
 
 
-def _describe(name: str, exc: ValidationError) -> str:
-    """One line: ``invalid NAME:`` and each problem, ``field=value: reason`` (a check of several
-    fields says which itself)."""
-    parts = []
+def invalid(name: str, exc: ValidationError) -> ParameterError:
+    """A pydantic ``ValidationError`` of the parameter object ``name`` as one line,
+    ``invalid NAME: field=value: reason; ...``, that names each field (a check of several fields
+    says which itself), so that a command line can call each by its option."""
+    problems = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{where}={err.get('input')!r}: {_reason(err)}" if where else _reason(err))
-    return f"invalid {name}: " + "; ".join(parts)
-
-
-def _reason(err) -> str:
-    return err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
+        reason = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
+        problems.append(Problem(where, err.get("input"), reason) if where else Problem(None, None, reason))
+    return ParameterError(f"invalid {name}: " + "; ".join(map(str, problems)), problems=problems)
 
 
 def split_setting(item: str, names, *, option: str) -> tuple[str, str]:

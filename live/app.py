@@ -2,7 +2,8 @@
 
 Commands are thin: they parse options and call keyword-only functions
 (:func:`live.session.run_live`, :func:`live.devices.list_input_devices`) that
-tests call too. Domain errors print one ``error:`` line and exit 1. Prefect is
+tests call too. Domain errors print one ``error:`` line and exit 1, as ``audioclf``'s do
+(:mod:`audioclf_cli.console`, which both command lines share). Prefect is
 never imported; TensorFlow only when the Keras engine runs or a bundle is
 exported to LiteRT for the first time.
 """
@@ -12,15 +13,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from audioclf_core.errors import AudioClfError, ParameterError
-from audioclf_core.params import given
+from audioclf_cli.console import err, silence_options
+from audioclf_cli.console import fail as _fail
+from audioclf_core.errors import AudioClfError
 
 app = typer.Typer(
     name="audioclf-live",
@@ -29,19 +31,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False)
-
-EXIT_ERROR = 1
-
-
-def _fail(exc: Exception, ctx: typer.Context | None = None) -> NoReturn:
-    """One ``error:`` line and exit 1; a bad argument is called by the option of ``ctx``'s command
-    that gives it."""
-    line = str(exc)
-    if isinstance(exc, ParameterError) and ctx is not None:
-        line = exc.naming({p.name: p.opts[0] for p in ctx.command.params if p.name and p.opts[0].startswith("-")})
-    err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
-    raise typer.Exit(EXIT_ERROR)
 
 
 @app.command()
@@ -99,16 +88,12 @@ def run(
 
     from .session import run_live
 
-    silence = given(
-        min_silence_ms=min_silence_ms, threshold_dbfs=threshold_dbfs, threshold_rel_db=threshold_rel_db,
-        keep_silence_ms=keep_silence_ms, min_segment_ms=min_segment_ms, max_segment_s=max_segment_s,
-    )
     view = None if quiet else Console(highlight=False)
     try:
         summary = run_live(
             device=device, replay=replay, realtime=realtime, model=model or None, jsonl=jsonl, out=out,
             samplerate=samplerate, channels=channels, blocksize=blocksize, engine=engine, cache_dir=cache_dir,
-            silence=silence, flush_s=flush_s, duration_s=duration_s, storage_options=storage_options_for(endpoint_url=endpoint_url),
+            silence=silence_options(ctx), flush_s=flush_s, duration_s=duration_s, storage_options=storage_options_for(endpoint_url=endpoint_url),
             summary_json=summary_json, view_console=view, log=lambda msg: err.print(msg, soft_wrap=True, markup=False),
         )
     except AudioClfError as exc:

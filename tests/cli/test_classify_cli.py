@@ -147,6 +147,8 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
          "cannot list zip://::samples/call-001.wav: samples/call-001.wav is not a readable archive (File is not a zip file)"),
         (["run", "samples/", "--out", "{tmp}", "--workers", "0"], "--workers 0: Input should be greater than or equal to 1"),
         (["run", "samples/", "--out", "{tmp}", "--channels", "left"], "--channels 'left': Input should be 'mix' or 'split'"),
+        (["run", "samples/", "--out", "{tmp}", "--workers", "0", "--recordings-per-task", "0"],  # each told, by its option
+         "error: --recordings-per-task 0: Input should be greater than or equal to 1; --workers 0: Input should be"),
         (["run", "samples/", "--out", "{tmp}", "--min-silence-ms", "-5"], "--min-silence-ms -5.0: Input should be greater than 0"),
         (["run", "samples/", "--out", "{tmp}", "--model", "no-such-model"], "no model bundle 'no-such-model'"),
         (["run", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),

@@ -35,4 +35,8 @@ def test_a_check_of_several_fields_names_none_and_says_the_class_once():
     assert str(caught.value) == "invalid SilenceParams: keep_silence_ms=400.0 must be at most half of min_silence_ms=500.0"
     with pytest.raises(ParameterError) as caught:  # two fields wrong: both told, neither named alone
         FeatureParams(n_fft=8, n_mels=0)
-    assert caught.value.param is None and "n_fft=8" in str(caught.value) and "n_mels=0" in str(caught.value)
+    exc = caught.value
+    assert exc.param is None and [p.param for p in exc.problems] == ["n_fft", "n_mels"]
+    assert str(exc) == f"invalid FeatureParams: n_fft=8: {exc.problems[0].reason}; n_mels=0: {exc.problems[1].reason}"
+    # each called by its option where a command has one, by its name where it has none
+    assert exc.naming({"n_mels": "--mels"}) == f"n_fft=8: {exc.problems[0].reason}; --mels 0: {exc.problems[1].reason}"
