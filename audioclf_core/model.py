@@ -157,10 +157,11 @@ def load_keras_model(path: Path, *, input_shape: tuple[int, int], n_labels: int)
 class _OneFunctionPerModel(logging.Filter):
     """Drops TensorFlow's "triggered tf.function retracing" warning.
 
-    Each :class:`Predictor` traces its own function, one per model and input signature, so it
-    never retraces; TensorFlow counts the functions of one source line together and, from the
-    fifth model a process scores (``models join`` over five members, then the mean), warns of
-    retracing that is not happening.
+    Each :class:`Predictor` traces its own function, one per model and input signature, and
+    Keras's ``fit`` one training step per model, so neither retraces; TensorFlow counts the
+    functions of one source line together and, from the fifth model a process scores or trains
+    (``models join`` over five members, then the mean; ``train --search``'s trials, then the
+    final run), warns of retracing that is not happening.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -168,6 +169,11 @@ class _OneFunctionPerModel(logging.Filter):
 
 
 _ONE_FUNCTION_PER_MODEL = _OneFunctionPerModel()
+
+
+def one_function_per_model() -> None:
+    """Install :class:`_OneFunctionPerModel` on TensorFlow's logger (once, however many calls)."""
+    logging.getLogger("tensorflow").addFilter(_ONE_FUNCTION_PER_MODEL)
 
 
 class Predictor:
@@ -193,7 +199,7 @@ class Predictor:
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            logging.getLogger("tensorflow").addFilter(_ONE_FUNCTION_PER_MODEL)  # added once, however many calls
+            one_function_per_model()
             spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
             fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
             self._fn = lambda x: fn(x).numpy()

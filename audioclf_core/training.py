@@ -381,7 +381,10 @@ def fit(
         ``history`` (per-epoch metrics), ``epochs_run``, ``best_val_accuracy``,
         ``class_weight`` and ``seconds``.
     """
+    from .model import one_function_per_model
+
     keras = _keras()
+    one_function_per_model()  # each model traces its own training step once
     weight = class_weights(sampler.class_counts(n_labels))
     data = _dataset(sampler, batch_size=batch_size, class_weight=weight, workers=workers)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
@@ -726,8 +729,10 @@ def train(
     if report is not None and not (split == "test").any():
         raise ParameterError(f"no held-out groups for --report: the split of {table['group'].nunique()} groups holds "
                              "none out (name one with --test-group, raise --test-fraction, or give more groups)")
-    say(f"{len(table)} clips, {table['group'].nunique()} groups, labels {', '.join(labels)}; "
-        f"split by group: " + ", ".join(f"{s} {int((split == s).sum())} clips / {table.loc[split == s, 'group'].nunique()} groups" for s in SPLITS))
+    if search and not (split == "val").any():
+        raise ParameterError(f"search compares trials on validation groups, and the split of {table['group'].nunique()} "
+                             "groups has none (name one with --val-group, raise --val-fraction, or give more groups)")
+    say(f"{len(table)} clips, {table['group'].nunique()} groups, labels {', '.join(labels)}")
     if len(table) > 1 and (table["group"] == table["path"]).all():  # no group named anywhere
         say("every clip is its own group: clips of one voice or source may fall on both sides of the split "
             "and flatter the held-out figures; name groups with sub-folders (<label>/<group>/...) or a group column")
@@ -741,6 +746,9 @@ def train(
     split = split[ok].reset_index(drop=True)
     clips = [c for c, k in zip(all_clips, ok) if k]
     say(f"decoded {len(clips)} clips, {sum(len(c) for c in clips) / sr / 3600:.2f} h, in {time.monotonic() - t_load:.0f} s")
+    # the clips each side holds, not the rows the manifest names (a file that did not decode is in no figure)
+    say("split by group: " + ", ".join(
+        f"{s} {int((split == s).sum())} clips / {table.loc[split == s, 'group'].nunique()} groups" for s in SPLITS))
     n_cut = sum(longer_than_a_segment(c, sr=sr, silence=task.silence) for c in clips)
     clips, table, source = cut_recordings(clips, table, sr=sr, silence=task.silence, log=say)
     # held-out clips that no figure counts, for the report's left_out.csv

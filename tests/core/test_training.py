@@ -450,10 +450,16 @@ def test_a_training_report_lists_the_held_out_clips_that_were_not_scored(dataset
     extra = pd.DataFrame({"path": [str(tmp_path / n) for n in ("broken.wav", "quiet.wav", "broken-train.wav")],
                           "label": ["speech", "noise", "music"], "group": ["allison-prompts", "noise-tones", "moh-macroform"],
                           "synthetic": [0, 0, 0]})
-    pd.concat([pd.read_csv(dataset / "manifest.csv"), extra]).to_csv(tmp_path / "m.csv", index=False)
+    base = pd.read_csv(dataset / "manifest.csv")
+    pd.concat([base, extra]).to_csv(tmp_path / "m.csv", index=False)
+    lines: list[str] = []
     train(tmp_path / "m.csv", out=tmp_path / "b", arch="cnn", preset="smn", arch_kwargs={"width": 4}, epochs=1,
           batch_size=16, max_windows_per_epoch=48, test_groups=TEST_GROUPS, val_fraction=0.0, seed=3, verbose=0,
-          workers=1, report=tmp_path / "rep")
+          workers=1, report=tmp_path / "rep", log=lines.append)
+    # the split counts the clips each side holds: not the two that did not decode, but the silent one
+    held = int(base.group.isin(TEST_GROUPS).sum())
+    split_line = next(line for line in lines if line.startswith("split by group:"))
+    assert f"train {len(base) - held} clips" in split_line and f"test {held + 1} clips" in split_line, split_line
     # the held-out ones only: a training clip that did not decode changes no held-out figure
     left = pd.read_csv(tmp_path / "rep" / "left_out.csv")
     assert left.file.tolist() == [str(tmp_path / "broken.wav"), str(tmp_path / "quiet.wav")]
@@ -462,6 +468,24 @@ def test_a_training_report_lists_the_held_out_clips_that_were_not_scored(dataset
     assert "**2 clips of the data were not scored** (`left_out.csv`)" in report
     metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert [len(metrics[c]["left_out"]) for c in ("as-is", "telephone")] == [2, 2]
+
+
+@pytest.mark.slow
+def test_search_runs_its_trials_and_trains_the_best_on_validation(dataset, tmp_path, caplog):
+    lines: list[str] = []
+    result = train(dataset / "manifest.csv", out=tmp_path / "b", arch="cnn", preset="smn", arch_kwargs={"width": 4},
+                   epochs=2, batch_size=16, max_windows_per_epoch=48, search=4, search_epochs=1,
+                   test_groups=["noise-tones"], val_groups=["allison-digits", "moh-reno"], seed=3,
+                   verbose=0, workers=1, log=lines.append)
+    training = result.bundle.manifest.provenance["training"]
+    trials = training["search_trials"]
+    assert len(trials) == 4 and trials[0]["arch_kwargs"] == {"width": 4}  # the given configuration, then draws
+    assert len({(json.dumps(t["arch_kwargs"], sort_keys=True), t["learning_rate"]) for t in trials}) == 4
+    best = max(trials, key=lambda t: (t["val_accuracy"], -t["params"]))
+    assert training["arch_kwargs"] == best["arch_kwargs"] and result.model.count_params() == best["params"]
+    assert sum(line.startswith("search trial ") for line in lines) == 4
+    # five models trained in one process (TensorFlow warns from the fifth), each tracing its own step once: not "retracing"
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
 
 
 @pytest.mark.slow
@@ -871,6 +895,8 @@ def test_bad_arguments_are_refused_before_any_work(dataset, tmp_path):
                          "group": ["a", "b", "c", "d", "e", "f"]})
     with pytest.raises(ParameterError, match="no held-out groups for --report: the split of 6 groups holds none out"):
         train(gone, out=tmp_path / "x", report=tmp_path / "rep", test_fraction=0.0)
+    with pytest.raises(ParameterError, match="search compares trials on validation groups, and the split of 6 groups has none"):
+        train(gone, out=tmp_path / "x", search=2, val_fraction=0.0)  # refused before any clip is read, too
     with pytest.raises(ParameterError, match="none of the 6 clips .* could be decoded"):  # what reading them says
         train(gone, out=tmp_path / "x", report=tmp_path / "rep", test_groups=["a"])
     assert not (tmp_path / "x").exists() and not (tmp_path / "rep").exists()
