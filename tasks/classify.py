@@ -115,11 +115,18 @@ def list_source(
 ) -> list[RecordingRef]:
     """List the recordings under one folder or prefix (with ``missing_ok``, one that does
     not exist has none: a backfill's day without recordings)."""
-    files = list_recordings(
-        source, extensions=extensions or sorted(AUDIO_EXTENSIONS), pattern=pattern, modified_since=modified_since,
-        storage_options=storage_options(endpoint_url), missing_ok=missing_ok,
-    )
-    get_run_logger().info("%d recordings under %s", len(files), source)
+    listing = dict(extensions=extensions or sorted(AUDIO_EXTENSIONS), storage_options=storage_options(endpoint_url),
+                   missing_ok=missing_ok)
+    files = list_recordings(source, pattern=pattern, modified_since=modified_since, **listing)
+    logger = get_run_logger()
+    logger.info("%d recordings under %s", len(files), source)
+    if not files and (pattern is not None or modified_since is not None):
+        # A filter that leaves nothing (a typo in the pattern) would otherwise pass for a quiet night.
+        unfiltered = len(list_recordings(source, **listing))
+        if unfiltered:
+            filters = " and ".join(f for f in (pattern is not None and f"pattern {pattern!r}",
+                                               modified_since is not None and f"modified since {modified_since.isoformat()}") if f)
+            logger.warning("none of the %d recordings under %s match %s", unfiltered, source, filters)
     return [RecordingRef(uri=f.uri, size=f.size, etag=f.etag) for f in files]
 
 

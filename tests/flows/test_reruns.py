@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -196,6 +197,20 @@ def test_listing_filters_batching_and_a_file_changed_in_place(tmp_path):
     assert state.is_completed(), state.message
     assert (s.listed, s.processed) == (3, 3)  # a/-00 to a/-02: not b/, not the day-old a/-03
     assert s.batches == 3  # one recording per task, as asked (two tasks would keep one worker busy)
+
+    # a filter that leaves nothing says so: a typo in a nightly's pattern is not a quiet night
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger("prefect.task_runs").addHandler(handler)
+    try:
+        state, s = run(classify_archive, str(src), out, options=ArchiveOptions(pattern="c/*", modified_since=day_ago))
+    finally:
+        logging.getLogger("prefect.task_runs").removeHandler(handler)
+    assert state.is_completed() and s.listed == 0
+    when = datetime.fromtimestamp(day_ago, timezone.utc).isoformat()
+    assert [r.getMessage() for r in records] == [
+        f"none of the 5 recordings under {src} match pattern 'c/*' and modified since {when}"]
 
     # overlapping sources list each recording once; what is done is skipped, and only what this run listed counts
     state, s = run(backfill, out, sources=[str(src / "a"), str(src)])
