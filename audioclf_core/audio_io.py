@@ -633,6 +633,8 @@ def _stat(uri: str, fs: fsspec.AbstractFileSystem, path: str) -> tuple[int | Non
         raise _open_error(uri, exc) from exc
     if info.get("type") == "directory":
         raise DecodeError(f"cannot open {uri}: is a directory, not a file")
+    if isinstance(fs, LocalFileSystem) and info.get("type") == "other":  # reading one could wait for ever
+        raise DecodeError(f"cannot open {uri}: not a regular file (a named pipe, socket or device)")
     size, etag = file_identity(info)
     if size == 0:
         raise DecodeError(f"cannot decode {uri}: empty file (0 bytes)")

@@ -507,6 +507,14 @@ def test_directory_is_not_a_file(tmp_path: Path) -> None:
     _expect_open_error(str(tmp_path / "calls.wav"), "is a directory")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_named_pipe_is_not_a_recording(tmp_path: Path) -> None:
+    # no writer: a reader would wait for ever, and "empty file" would be the wrong word
+    os.mkfifo(tmp_path / "live.wav")
+    assert _expect_open_error(str(tmp_path / "live.wav"), "not a regular file") == \
+        f"cannot open {tmp_path / 'live.wav'}: not a regular file (a named pipe, socket or device)"
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     path = tmp_path / "locked.wav"
     sf.write(path, truth(8000, 1), 8000)
