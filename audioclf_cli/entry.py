@@ -1,4 +1,4 @@
-"""The console scripts, ``audioclf`` and ``audioclf-live``.
+"""Console-script entry points: ``audioclf`` here, ``audioclf-live`` in :func:`live.main`.
 
 Each imports its command line inside the same guard that its ``main`` keeps around the command:
 the imports take about a second (numpy, pandas, rich, the core), and Ctrl-C in that second ends
@@ -15,22 +15,16 @@ EXIT_INTERRUPTED = 130
 
 def audioclf() -> None:
     """``audioclf``: :func:`audioclf_cli.main.main`."""
+    guarded_main("audioclf_cli.main")
+
+
+def guarded_main(module: str) -> None:
+    """Import ``module`` and call its ``main()``; Ctrl-C during the import is one line and exit 130."""
+    import importlib
+
     try:
-        from audioclf_cli.main import main
+        main = importlib.import_module(module).main
     except KeyboardInterrupt:
-        _interrupted()
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     main()
-
-
-def audioclf_live() -> None:
-    """``audioclf-live``: :func:`live.app.main`."""
-    try:
-        from live.app import main
-    except KeyboardInterrupt:
-        _interrupted()
-    main()
-
-
-def _interrupted() -> None:
-    print("interrupted", file=sys.stderr)
-    sys.exit(EXIT_INTERRUPTED)

@@ -14,7 +14,8 @@ Modules:
 - :mod:`live.processing`: mix, resample, segment, classify (the consumer's work);
 - :mod:`live.outputs`: JSONL events, Parquet result tables, the console view;
 - :mod:`live.session`: :func:`run_live`, which ties them together;
-- :mod:`live.app`: the Typer command line.
+- :mod:`live.app`: the Typer command line (its console script is :func:`main`); it fails and
+  reads the segmenter's options as ``audioclf`` does, through :mod:`audioclf_cli.console`.
 
 Prefect is never imported, and TensorFlow only when the Keras engine is used
 or a bundle is exported to LiteRT for the first time, so the sidecar starts
@@ -30,3 +31,11 @@ import os as _os
 # loads OpenBLAS, so here, the first thing the console script imports; an
 # explicit setting wins.
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def main() -> None:
+    """``audioclf-live``: :func:`live.app.main`, imported inside the guard that keeps a Ctrl-C
+    during the imports to one line (:func:`audioclf_cli.entry.guarded_main`)."""
+    from audioclf_cli.entry import guarded_main
+
+    guarded_main("live.app")
