@@ -126,16 +126,24 @@ def _short(uri: str) -> str:
 
 
 def _print_summary(console: Console, s: ClassifySummary) -> None:
-    table = Table(title=f"audioclf classify → {escape(s.out)}", title_justify="left", show_header=False, box=None)
+    total = sum(s.label_s.values()) or 1.0
+    print_summary(console, "audioclf classify", s, [
+        ("recordings", f"{s.recordings} ({s.recordings - s.failed} ok, {s.failed} failed)"),
+        ("audio", f"{s.audio_s / 3600:.2f} h in {s.wall_s:.1f} s ({s.speed:,.0f}x real time)"),
+        ("segments", str(s.segments)),
+        *((f"  {escape(lab)}", f"{sec / 60:.1f} min ({100 * sec / total:.0f}%)") for lab, sec in s.label_s.items()),
+    ])
+
+
+def print_summary(console: Console, command: str, s, rows: Iterable[tuple[str, str]]) -> None:
+    """A command's summary: a table titled with its output, its model, ``rows`` (markup), then
+    the first failures (``s`` holds ``out``, ``model``, ``failures`` and ``failed``)."""
+    table = Table(title=f"{command} → {escape(s.out)}", title_justify="left", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("model", escape(s.model))
-    table.add_row("recordings", f"{s.recordings} ({s.recordings - s.failed} ok, {s.failed} failed)")
-    table.add_row("audio", f"{s.audio_s / 3600:.2f} h in {s.wall_s:.1f} s ({s.speed:,.0f}x real time)")
-    table.add_row("segments", str(s.segments))
-    total = sum(s.label_s.values()) or 1.0
-    for lab, sec in s.label_s.items():
-        table.add_row(f"  {escape(lab)}", f"{sec / 60:.1f} min ({100 * sec / total:.0f}%)")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     print_failures(console, s.failures, failed=s.failed, out=s.out)
 

@@ -12,9 +12,8 @@ from typing import Any, Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from .classify import print_failures
+from .classify import print_summary
 
 
 def prefect_defaults() -> None:
@@ -52,14 +51,9 @@ def run_flow(
 
 
 def _print(console: Console, s) -> None:
-    table = Table(title=f"audioclf run → {escape(s.out)}", title_justify="left", show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("model", escape(s.model))
-    table.add_row("recordings", f"{s.listed} listed, {s.skipped} already done, {s.processed} classified, {s.failed} failed")
-    table.add_row("tasks", f"{s.batches}")
-    table.add_row("audio", f"{s.audio_s / 3600:.2f} h in {s.wall_s:.1f} s ({s.throughput:,.0f}x real time)")
-    for lab, sec in s.label_s.items():
-        table.add_row(f"  {escape(lab)}", f"{sec / 60:.1f} min, {s.label_segments.get(lab, 0)} segments")
-    console.print(table)
-    print_failures(console, s.failures, failed=s.failed, out=s.out)
+    print_summary(console, "audioclf run", s, [
+        ("recordings", f"{s.listed} listed, {s.skipped} already done, {s.processed} classified, {s.failed} failed"),
+        ("tasks", f"{s.batches}"),
+        ("audio", f"{s.audio_s / 3600:.2f} h in {s.wall_s:.1f} s ({s.throughput:,.0f}x real time)"),
+        *((f"  {escape(lab)}", f"{sec / 60:.1f} min, {s.label_segments.get(lab, 0)} segments") for lab, sec in s.label_s.items()),
+    ])
