@@ -627,8 +627,9 @@ def train(
         undo much of what the parent learned before validation can see it.
     search : int
         Hyper-parameter trials (0: none, else at least 2; not with ``from_bundle``): the given
-        configuration and ``search - 1`` seeded draws, each run for ``search_epochs`` epochs;
-        the best validation accuracy wins.
+        configuration and ``search - 1`` seeded draws, each run for ``search_epochs`` epochs
+        (default: a third of ``epochs``, at least 2, never more than ``epochs``); the best
+        validation accuracy wins.
     test_groups, val_groups : sequence of str
         Groups to hold out by name (default: drawn by :func:`group_split`).
     real_repeat : int
@@ -790,7 +791,7 @@ def train(
     trials = []
     if search:
         configs = search_configs(arch, search, seed=seed, base=base_kwargs, learning_rate=learning_rate)
-        s_epochs = search_epochs or max(2, epochs // 3)
+        s_epochs = search_epochs or min(epochs, max(2, epochs // 3))
         for t, cfg in enumerate(configs):
             say(f"search trial {t + 1}/{len(configs)}: {cfg}")
             m = build(arch, input_shape, len(labels), seed=seed + t, **cfg["arch_kwargs"])

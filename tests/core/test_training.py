@@ -474,12 +474,13 @@ def test_a_training_report_lists_the_held_out_clips_that_were_not_scored(dataset
 def test_search_runs_its_trials_and_trains_the_best_on_validation(dataset, tmp_path, caplog):
     lines: list[str] = []
     result = train(dataset / "manifest.csv", out=tmp_path / "b", arch="cnn", preset="smn", arch_kwargs={"width": 4},
-                   epochs=2, batch_size=16, max_windows_per_epoch=48, search=4, search_epochs=1,
+                   epochs=1, batch_size=16, max_windows_per_epoch=48, search=4,
                    test_groups=["noise-tones"], val_groups=["allison-digits", "moh-reno"], seed=3,
                    verbose=0, workers=1, log=lines.append)
     training = result.bundle.manifest.provenance["training"]
     trials = training["search_trials"]
     assert len(trials) == 4 and trials[0]["arch_kwargs"] == {"width": 4}  # the given configuration, then draws
+    assert [t["epochs"] for t in trials] == [1] * 4  # a trial trains no longer than the final run
     assert len({(json.dumps(t["arch_kwargs"], sort_keys=True), t["learning_rate"]) for t in trials}) == 4
     best = max(trials, key=lambda t: (t["val_accuracy"], -t["params"]))
     assert training["arch_kwargs"] == best["arch_kwargs"] and result.model.count_params() == best["params"]
