@@ -154,7 +154,7 @@ def train_command(
     task_preset: Annotated[Optional[str], typer.Option("--task-preset", help="Feature contract, cropping and augmentation of a new bundle: smn (speech/music/noise, the default) or digits. With --from the contract stays the parent's, and cropping and augmentation are the ones the parent was trained with unless a preset is named.", show_default=False)] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 30,
     seed: Annotated[int, typer.Option(help="Seed of the split, the augmentation and the initial weights.")] = 0,
-    search: Annotated[int, typer.Option(help="Hyper-parameter trials before the final training: the given configuration and N-1 seeded draws (0: none; at least 2; not with --from).")] = 0,
+    search: Annotated[int, typer.Option(help="Hyper-parameter trials before the final training, compared on the validation groups: the given configuration and N-1 seeded draws (0: none; at least 2; not with --from).")] = 0,
     width: Annotated[Optional[int], typer.Option(help="Base width of the architecture (filters, or units for mlp; not with --from).")] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout before the output layer (not with --from).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate (default 1e-3; 1e-4 with --from).", show_default=False)] = None,
