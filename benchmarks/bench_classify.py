@@ -47,7 +47,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from report import RESULTS_MD, Run, Table, busy_warning, command_line, load_average, machine_table, writable_file, write_results
+from report import RESULTS_MD, Table, begin, load_average, writable_file, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
@@ -829,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.steady_worker:
         steady_worker(*args.steady_worker, blas_threads=args.worker_blas_threads)
         return
-    run = Run(command_line("bench_classify.py", sys.argv[1:] if argv is None else argv))
+    run = begin("bench_classify.py", argv)
     started = time.perf_counter()
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -839,9 +839,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         tables.append(t)
         print(t.text(), "\n", flush=True)
 
-    print(machine_table().text(), "\n", flush=True)
-    if warning := busy_warning():
-        print(warning, flush=True)
 
     section("1. test audio")
     sources = load_sources(SAMPLES)

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy as np
 import soundfile as sf
 
 from bench_classify import SAMPLES, ChildRun, audioclf_cli, ensure_call_audio, load_sources, run_child, write_call_audio
-from report import RESULTS_MD, Run, Table, busy_warning, command_line, load_average, machine_table, rt, writable_file, write_results
+from report import RESULTS_MD, Table, begin, load_average, rt, writable_file, write_results
 
 SHORT_FORMATS = {
     "8k-pcm": (8000, 1, "WAV", "PCM_16", "8k.wav"),
@@ -108,12 +107,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    run = Run(command_line("bench_memory.py", sys.argv[1:] if argv is None else argv))
+    run = begin("bench_memory.py", argv)
     started = time.perf_counter()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print(machine_table().text(), "\n", flush=True)
-    if warning := busy_warning():
-        print(warning, flush=True)
 
     sources = load_sources(SAMPLES)
     inputs: list[tuple[str, Path]] = [("one sample (the floor)", SAMPLES / "call-001.wav")]

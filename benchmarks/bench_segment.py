@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 import soundfile as sf
 
 from bench_classify import SAMPLES, best_time, ensure_call_audio, load_sources, match_segments
-from report import RESULTS_MD, Run, Table, busy_warning, command_line, load_average, machine_table, rt, writable_file, write_results
+from report import RESULTS_MD, Table, begin, load_average, rt, writable_file, write_results
 
 TARGET_SPEEDUP = 300.0
 
@@ -143,12 +142,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    run = Run(command_line("bench_segment.py", sys.argv[1:] if argv is None else argv))
+    run = begin("bench_segment.py", argv)
     started = time.perf_counter()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print(machine_table().text(), "\n", flush=True)
-    if warning := busy_warning():
-        print(warning, flush=True)
     path = ensure_call_audio(args.workdir, hours=args.hours, keys=["8k"], seed=args.seed,
                              sources=load_sources(SAMPLES))["8k"]
     os.sync()

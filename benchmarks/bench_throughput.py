@@ -48,7 +48,7 @@ import soundfile as sf
 
 from bench_classify import (SAMPLES, ChildRun, audioclf_cli, best_of, load_sources, run_child, stage_breakdown,
                             write_call_audio)
-from report import (RESULTS_MD, Run, Table, busy_warning, command_line, fmt, load_average, machine_table, rt,
+from report import (RESULTS_MD, Table, begin, fmt, load_average, rt,
                     writable_file, write_results)
 
 HERE = Path(__file__).resolve().parent
@@ -361,7 +361,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    run = Run(command_line("bench_throughput.py", sys.argv[1:] if argv is None else argv))
+    run = begin("bench_throughput.py", argv)
     started = time.perf_counter()
     args.workdir.mkdir(parents=True, exist_ok=True)
     out = args.workdir / "out"
@@ -371,9 +371,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         tables.append(t)
         print(t.text(), "\n", flush=True)
 
-    print(machine_table().text(), "\n", flush=True)
-    if warning := busy_warning():
-        print(warning, flush=True)
 
     print("archive ...", flush=True)
     root, files = ensure_archive(args.workdir, hours=args.hours, seed=args.seed)
