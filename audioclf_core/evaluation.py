@@ -369,9 +369,12 @@ def evaluate_bundle(
         keep &= table["group"].isin(held).to_numpy()
     if groups:
         keep &= table["group"].isin(set(groups)).to_numpy()
+    if not keep.any():
+        asked = ([f"the groups bundle {b.name} {b.version} held out ({_few(sorted(held))})"] if heldout_only else []) + \
+                ([f"the groups named ({_few(sorted(set(groups)))})"] if groups else [])
+        raise ParameterError(f"no clips of {data} are in {' and in '.join(asked)}; its groups: "
+                             f"{_few(sorted(table['group'].unique()))}")
     table = table[keep].reset_index(drop=True)
-    if table.empty:
-        raise ParameterError(f"no clips of {data} left to evaluate (held-out only: {heldout_only}, groups: {list(groups)})")
     unknown = sorted(set(table["label"]) - set(b.labels))
     if unknown:
         raise ParameterError(f"the data has labels {unknown} that bundle {b.name} does not know ({list(b.labels)})")
@@ -398,6 +401,11 @@ class LeftOut(NamedTuple):
     file: str
     reason: str
     silent: bool = False  # it decoded, but holds no sound classification would make a segment of
+
+
+def _few(names: Sequence[str], shown: int = 5) -> str:
+    """``a, b, c`` or ``a, b, c, d, e and 7 more``."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def not_scored(

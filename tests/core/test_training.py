@@ -410,6 +410,13 @@ def test_evaluating_a_bundle_on_its_own_clips_counts_every_clip(trained, dataset
     assert ev.probs.shape == (12, 3) and np.allclose(ev.probs.sum(axis=1), 1, atol=1e-5)
     held = evaluate_bundle(trained.bundle.path, dataset, heldout_only=True)
     assert sorted(set(held.groups)) == sorted(TEST_GROUPS) and held.n == 6
+    # a selection that keeps nothing says what it asked for and which groups the data has
+    with pytest.raises(ParameterError) as none_left:
+        evaluate_bundle(trained.bundle.path, dataset, heldout_only=True, groups=["allison-digits"])
+    assert str(none_left.value) == (
+        f"no clips of {dataset} are in the groups bundle {trained.bundle.name} {trained.bundle.version} held out "
+        f"({', '.join(sorted(TEST_GROUPS))}) and in the groups named (allison-digits); its groups: allison-digits, "
+        "allison-prompts, moh-macroform, moh-reno, noise-hiss and 1 more")
     write_report(ev, tmp_path / "rep", title="own clips")
     assert "Unit: one segment (a clip)," in (tmp_path / "rep" / "report.md").read_text()
     mis = pd.read_csv(tmp_path / "rep" / "misclassified.csv")
