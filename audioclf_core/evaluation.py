@@ -519,7 +519,7 @@ def _heldout_sentence(seen: Sequence[str] | None, n_groups: int) -> str:
                 "held out is not known.")
     if not seen:
         return "Held-out groups (voices, packages, kinds) were never seen in training."
-    shown = ", ".join(seen[:20]) + (f" and {len(seen) - 20} more" if len(seen) > 20 else "")
+    shown = _few(seen, 20)
     return (f"**Not all held out:** {len(seen)} of the {n_groups} groups evaluated here are in the training or "
             f"validation split that the bundle's manifest records ({shown}); for those, the figures say how well "
             "the model fits its own data, not how it does on new recordings.")
