@@ -94,6 +94,7 @@ def run(
     dask: Annotated[bool, typer.Option("--dask", help="Run the tasks on Dask (a local cluster unless --dask-address).")] = False,
     dask_address: Annotated[Optional[str], typer.Option(help="An existing Dask scheduler, e.g. tcp://10.0.0.5:8786.")] = None,
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Classify again recordings that ended as error rows.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what the run would do (recordings listed, already done, to classify; tasks) without a flow run; nothing is classified or written.")] = False,
     min_silence_ms: MinSilenceMs = None,
     threshold_dbfs: ThresholdDbfs = None,
     threshold_rel_db: ThresholdRelDb = None,
@@ -111,12 +112,13 @@ def run(
                    recordings_per_task=recordings_per_task, dask=dask or bool(dask_address), dask_address=dask_address,
                    retry_errors=retry_errors, endpoint_url=endpoint_url, engine=engine, silence=silence_options(ctx))
     try:
-        summary = run_flow(sources=sources, out=out, model=model or None, options=options, console=None if quiet else err)
+        summary = run_flow(sources=sources, out=out, model=model or None, options=options, console=None if quiet else err,
+                           dry_run=dry_run)
     except AudioClfError as exc:
         fail(exc, ctx)
     except Exception as exc:  # the flow run failed (after retries): one line, the run's own logs say more
         fail(RuntimeError(f"flow run failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"))
-    if summary.failed:
+    if not dry_run and summary.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from .classify import print_summary
 
@@ -27,19 +28,26 @@ def prefect_defaults() -> None:
 
 
 def run_flow(
-    *, sources: Sequence[str], out: str, model: str | None, options: Mapping[str, Any], console: Console | None
+    *, sources: Sequence[str], out: str, model: str | None, options: Mapping[str, Any], console: Console | None,
+    dry_run: bool = False,
 ):
-    """Run ``classify-archive`` (one source) or ``backfill`` (several) and return its summary."""
+    """Run ``classify-archive`` (one source) or ``backfill`` (several) and return its summary; with
+    ``dry_run``, return (and print) what the run would do instead, without a flow run."""
     prefect_defaults()
     from pydantic import ValidationError
 
     from audioclf_core.params import invalid
-    from flows.archive import ArchiveOptions, backfill, classify_archive, preflight
+    from flows.archive import ArchiveOptions, backfill, classify_archive, plan_run, preflight
 
     try:
         opts = ArchiveOptions(**{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
         raise invalid("run options", exc) from None
+    if dry_run:
+        plan = plan_run(list(sources), out, model=model, options=opts)
+        if console is not None:
+            _print_plan(console, plan)
+        return plan
     preflight(list(sources), out, model=model, options=opts)  # a mistake costs no flow run
     if len(sources) == 1:
         summary = classify_archive(sources[0], out, model=model, options=opts)
@@ -57,3 +65,15 @@ def _print(console: Console, s) -> None:
         ("audio", f"{s.audio_s / 3600:.2f} h in {s.wall_s:.1f} s ({s.throughput:,.0f}x real time)"),
         *((f"  {escape(lab)}", f"{sec / 60:.1f} min, {s.label_segments.get(lab, 0)} segments") for lab, sec in s.label_s.items()),
     ])
+
+
+def _print_plan(console: Console, p) -> None:
+    table = Table(title=f"audioclf run --dry-run → {escape(p.out)}", title_justify="left", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", escape(p.model))
+    table.add_row("recordings", f"{p.listed} listed, {p.skipped} already done, {p.to_classify} to classify "
+                                f"({p.bytes_to_classify / 1e6:,.1f} MB)")
+    table.add_row("tasks", f"{p.tasks} (up to {p.per_task} recording{'s' if p.per_task != 1 else ''} each)" if p.tasks else "none")
+    console.print(table)
+    console.print("nothing was classified or written (--dry-run)")

@@ -22,7 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from audioclf_core.audio_io import resolve_fs
+from audioclf_core.audio_io import AUDIO_EXTENSIONS, list_recordings, resolve_fs
 from audioclf_core.bundle import DEFAULT_MODEL
 from audioclf_core.errors import ParameterError
 from audioclf_core.pipeline import Classifier, Tally
@@ -259,11 +259,9 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
         for src in sources
     ]
     refs = list({r.uri: r for fut in listings for r in fut.result()}.values())
-    done = find_done(out, spec, retry_errors=options.retry_errors)
-    todo = [r for r in refs if r.key not in done]
+    todo, batches = _work(refs, find_done(out, spec, retry_errors=options.retry_errors), options)
+    size = len(batches[0]) if batches else 1
     summary.listed, summary.skipped = len(refs), len(refs) - len(todo)
-    size = batch_size(len(todo), workers=options.workers, most=options.recordings_per_task)
-    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
     summary.batches = len(batches)
     log.info("%d recordings listed, %d already done, %d to classify in %d tasks of up to %d",
              summary.listed, summary.skipped, len(todo), len(batches), size)
@@ -288,6 +286,50 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
     log.info("done: %d classified (%d failed), %d skipped, %.2f h of audio at %.0fx real time",
              summary.processed, summary.failed, summary.skipped, summary.audio_s / 3600, summary.throughput)
     return summary
+
+
+def _work(refs: list[RecordingRef], done: Collection[tuple], options: ArchiveOptions
+          ) -> tuple[list[RecordingRef], list[list[RecordingRef]]]:
+    """What is left of ``refs`` once the ``done`` ones are skipped, and its tasks' batches."""
+    todo = [r for r in refs if r.key not in done]
+    size = batch_size(len(todo), workers=options.workers, most=options.recordings_per_task)
+    return todo, [todo[i : i + size] for i in range(0, len(todo), size)]
+
+
+class RunPlan(BaseModel):
+    """What a run would do: ``audioclf run --dry-run``."""
+
+    sources: list[str]
+    out: str
+    model: str
+    listed: int
+    skipped: int
+    to_classify: int
+    bytes_to_classify: int = Field(description="the sizes of the recordings to classify (those the store reports)")
+    tasks: int
+    per_task: int
+
+
+def plan_run(sources: list[str], out: str, *, model: str | None, options: ArchiveOptions) -> RunPlan:
+    """What a run over ``sources`` into ``out`` would do, found as a flow run finds it (the same
+    checks, listing, skip of what is done, and tasks), without a flow run or a Prefect API:
+    nothing is classified, and nothing is written.
+
+    Raises
+    ------
+    AudioClfError
+        As :func:`check_request`; ``SourceUnavailableError`` for a source that cannot be listed
+        (no retries here); ``OutputConflictError`` when ``out`` holds another model's labels.
+    """
+    spec, clf = check_request(sources, model=model, options=options)
+    listing = dict(extensions=options.extensions or sorted(AUDIO_EXTENSIONS), pattern=options.pattern,
+                   modified_since=options.modified_since, storage_options=storage_options(options.endpoint_url))
+    files = {f.uri: f for src in sources for f in list_recordings(src, **listing)}
+    refs = [RecordingRef(uri=f.uri, size=f.size, etag=f.etag) for f in files.values()]
+    todo, batches = _work(refs, find_done.fn(out, spec, retry_errors=options.retry_errors), options)
+    return RunPlan(sources=sources, out=out, model=f"{clf.bundle.name} {clf.bundle.version}", listed=len(refs),
+                   skipped=len(refs) - len(todo), to_classify=len(todo), bytes_to_classify=sum(r.size or 0 for r in todo),
+                   tasks=len(batches), per_task=len(batches[0]) if batches else 0)
 
 
 def _publish(s: RunSummary, labels: tuple[str, ...]) -> None:

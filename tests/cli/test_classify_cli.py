@@ -187,6 +187,20 @@ def test_run_cuts_recordings_with_the_options_classify_takes(tmp_path):
     assert params["flow"] == params["cli"] != params["default"]
 
 
+def test_run_dry_run_says_what_a_run_would_do_and_writes_nothing(tmp_path):
+    out = tmp_path / "o"
+    first = run("run", str(SAMPLES), "--out", str(out), "--dry-run", "--workers", "1")
+    assert first.returncode == 0, first.stderr
+    size = sum((SAMPLES / n).stat().st_size for n in os.listdir(SAMPLES) if n.endswith((".wav", ".flac")))
+    assert f"4 listed, 0 already done, 4 to classify ({size / 1e6:,.1f} MB)" in first.stderr
+    assert "2 (up to 2 recordings each)" in first.stderr and "Flow run" not in first.stderr + first.stdout
+    assert not out.exists()
+    assert run("classify", str(SAMPLES / "call-001.wav"), "--out", str(out), "-q").returncode == 0
+    again = run("run", str(SAMPLES), "--out", str(out), "--dry-run")
+    assert again.returncode == 0 and "4 listed, 1 already done, 3 to classify" in again.stderr, again.stderr
+    assert len(pd.read_parquet(out / "recordings")) == 1  # still only what classify wrote
+
+
 def test_run_refuses_an_output_that_holds_other_labels_before_any_flow_run(tmp_path):
     out = tmp_path / "o"
     assert run("classify", str(SAMPLES / "call-001.wav"), "--out", str(out), "-q").returncode == 0

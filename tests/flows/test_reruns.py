@@ -15,7 +15,7 @@ import pytest
 
 from audioclf_core.bundle import load_bundle
 from audioclf_core.results import ResultStore
-from flows.archive import ArchiveOptions, backfill, classify_archive
+from flows.archive import ArchiveOptions, backfill, classify_archive, plan_run
 
 from .conftest import BAD_FILES, ROOT, artifacts_of, copy_samples, run, sample_of, task_runs_under
 
@@ -191,12 +191,17 @@ def test_listing_filters_batching_and_a_file_changed_in_place(tmp_path):
     day_ago = time.time() - 24 * 3600
     os.utime(src / "a" / "call-004-ulaw-03.wav", (day_ago, day_ago))
 
-    # pattern and modified_since reach the listing
-    state, s = run(classify_archive, str(src), out, options=ArchiveOptions(
-        pattern="a/*", modified_since=datetime.now(timezone.utc) - timedelta(hours=1), recordings_per_task=1, workers=1))
+    # pattern and modified_since reach the listing; a dry run (no flow run) foresees what the run does
+    filters = ArchiveOptions(pattern="a/*", modified_since=datetime.now(timezone.utc) - timedelta(hours=1),
+                             recordings_per_task=1, workers=1)
+    plan = plan_run([str(src)], out, model=None, options=filters)
+    assert not os.path.exists(out)  # nothing written
+    state, s = run(classify_archive, str(src), out, options=filters)
     assert state.is_completed(), state.message
     assert (s.listed, s.processed) == (3, 3)  # a/-00 to a/-02: not b/, not the day-old a/-03
     assert s.batches == 3  # one recording per task, as asked (two tasks would keep one worker busy)
+    assert (plan.listed, plan.skipped, plan.to_classify, plan.tasks) == (s.listed, s.skipped, s.processed, s.batches)
+    assert plan.bytes_to_classify == 3 * os.path.getsize(src / "a" / "call-004-ulaw-00.wav")
 
     # a filter that leaves nothing says so: a typo in a nightly's pattern is not a quiet night
     records: list[logging.LogRecord] = []
@@ -213,9 +218,11 @@ def test_listing_filters_batching_and_a_file_changed_in_place(tmp_path):
         f"none of the 5 recordings under {src} match pattern 'c/*' and modified since {when}"]
 
     # overlapping sources list each recording once; what is done is skipped, and only what this run listed counts
+    plan = plan_run([str(src / "a"), str(src)], out, model=None, options=ArchiveOptions())
     state, s = run(backfill, out, sources=[str(src / "a"), str(src)])
     assert state.is_completed(), state.message
     assert (s.listed, s.skipped, s.processed) == (5, 3, 2)
+    assert (plan.listed, plan.skipped, plan.to_classify, plan.tasks) == (5, 3, 2, s.batches)
     state, s = run(classify_archive, str(src / "b"), out)
     assert (s.listed, s.skipped, s.processed) == (1, 1, 0)  # the output holds 5 done; 1 of them is listed here
     run_md = artifacts_of(state.state_details.flow_run_id)["audioclf-run"].data
