@@ -138,6 +138,12 @@ def _print_summary(console: Console, s: ClassifySummary) -> None:
 def print_summary(console: Console, command: str, s, rows: Iterable[tuple[str, str]]) -> None:
     """A command's summary: a table titled with its output, its model, ``rows`` (markup), then
     the first failures (``s`` holds ``out``, ``model``, ``failures`` and ``failed``)."""
+    print_table(console, command, s, rows)
+    print_failures(console, s.failures, failed=s.failed, out=s.out)
+
+
+def print_table(console: Console, command: str, s, rows: Iterable[tuple[str, str]]) -> None:
+    """The table of :func:`print_summary` alone (``s`` holds ``out`` and ``model``)."""
     table = Table(title=f"{command} → {escape(s.out)}", title_justify="left", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
@@ -145,7 +151,6 @@ def print_summary(console: Console, command: str, s, rows: Iterable[tuple[str, s
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    print_failures(console, s.failures, failed=s.failed, out=s.out)
 
 
 def print_failures(console: Console, failures: Sequence[tuple[str, str]], *, failed: int, out: str, shown: int = 10) -> None:

@@ -12,9 +12,8 @@ from typing import Any, Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from .classify import print_summary
+from .classify import print_summary, print_table
 
 
 def prefect_defaults() -> None:
@@ -68,12 +67,9 @@ def _print(console: Console, s) -> None:
 
 
 def _print_plan(console: Console, p) -> None:
-    table = Table(title=f"audioclf run --dry-run → {escape(p.out)}", title_justify="left", show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("model", escape(p.model))
-    table.add_row("recordings", f"{p.listed} listed, {p.skipped} already done, {p.to_classify} to classify "
-                                f"({p.bytes_to_classify / 1e6:,.1f} MB)")
-    table.add_row("tasks", f"{p.tasks} (up to {p.per_task} recording{'s' if p.per_task != 1 else ''} each)" if p.tasks else "none")
-    console.print(table)
+    print_table(console, "audioclf run --dry-run", p, [
+        ("recordings", f"{p.listed} listed, {p.skipped} already done, {p.to_classify} to classify "
+                       f"({p.bytes_to_classify / 1e6:,.1f} MB)"),
+        ("tasks", f"{p.tasks} (up to {p.per_task} recording{'s' if p.per_task != 1 else ''} each)" if p.tasks else "none"),
+    ])
     console.print("nothing was classified or written (--dry-run)")
