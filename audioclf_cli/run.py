@@ -72,4 +72,6 @@ def _print_plan(console: Console, p) -> None:
                        f"({p.bytes_to_classify / 1e6:,.1f} MB)"),
         ("tasks", f"{p.tasks} (up to {p.per_task} recording{'s' if p.per_task != 1 else ''} each)" if p.tasks else "none"),
     ])
+    for w in p.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     console.print("nothing was classified or written (--dry-run)")

@@ -22,7 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from audioclf_core.audio_io import AUDIO_EXTENSIONS, list_recordings, resolve_fs
+from audioclf_core.audio_io import resolve_fs
 from audioclf_core.bundle import DEFAULT_MODEL
 from audioclf_core.errors import ParameterError
 from audioclf_core.pipeline import Classifier, Tally
@@ -36,6 +36,7 @@ from tasks.classify import (
     classifier_for,
     find_done,
     finalise,
+    list_filtered,
     list_source,
     part_name,
 )
@@ -308,6 +309,7 @@ class RunPlan(BaseModel):
     bytes_to_classify: int = Field(description="the sizes of the recordings to classify (those the store reports)")
     tasks: int
     per_task: int
+    warnings: list[str] = Field(default_factory=list, description="filters that left none of a source's recordings")
 
 
 def plan_run(sources: list[str], out: str, *, model: str | None, options: ArchiveOptions) -> RunPlan:
@@ -322,14 +324,18 @@ def plan_run(sources: list[str], out: str, *, model: str | None, options: Archiv
         (no retries here); ``OutputConflictError`` when ``out`` holds another model's labels.
     """
     spec, clf = check_request(sources, model=model, options=options)
-    listing = dict(extensions=options.extensions or sorted(AUDIO_EXTENSIONS), pattern=options.pattern,
-                   modified_since=options.modified_since, storage_options=storage_options(options.endpoint_url))
-    files = {f.uri: f for src in sources for f in list_recordings(src, **listing)}
+    files, warnings = {}, []
+    store_options = storage_options(options.endpoint_url)  # once: it may load a Secret block
+    for src in sources:
+        found, warning = list_filtered(src, extensions=options.extensions, pattern=options.pattern,
+                                       modified_since=options.modified_since, options=store_options)
+        files.update((f.uri, f) for f in found)
+        warnings += [warning] if warning else []
     refs = [RecordingRef(uri=f.uri, size=f.size, etag=f.etag) for f in files.values()]
     todo, batches = _work(refs, find_done.fn(out, spec, retry_errors=options.retry_errors), options)
     return RunPlan(sources=sources, out=out, model=f"{clf.bundle.name} {clf.bundle.version}", listed=len(refs),
                    skipped=len(refs) - len(todo), to_classify=len(todo), bytes_to_classify=sum(r.size or 0 for r in todo),
-                   tasks=len(batches), per_task=len(batches[0]) if batches else 0)
+                   tasks=len(batches), per_task=len(batches[0]) if batches else 0, warnings=warnings)
 
 
 def _publish(s: RunSummary, labels: tuple[str, ...]) -> None:

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field
 
-from audioclf_core.audio_io import AUDIO_EXTENSIONS, list_recordings
+from audioclf_core.audio_io import AUDIO_EXTENSIONS, SourceFile, list_recordings
 from audioclf_core.bundle import load_bundle
 from audioclf_core.errors import OutputConflictError, ParameterError, SourceUnavailableError
 from audioclf_core.pipeline import Classifier, Tally
@@ -115,19 +115,33 @@ def list_source(
 ) -> list[RecordingRef]:
     """List the recordings under one folder or prefix (with ``missing_ok``, one that does
     not exist has none: a backfill's day without recordings)."""
-    listing = dict(extensions=extensions or sorted(AUDIO_EXTENSIONS), storage_options=storage_options(endpoint_url),
-                   missing_ok=missing_ok)
-    files = list_recordings(source, pattern=pattern, modified_since=modified_since, **listing)
+    files, warning = list_filtered(source, extensions=extensions, pattern=pattern, modified_since=modified_since,
+                                   options=storage_options(endpoint_url), missing_ok=missing_ok)
     logger = get_run_logger()
     logger.info("%d recordings under %s", len(files), source)
-    if not files and (pattern is not None or modified_since is not None):
-        # A filter that leaves nothing (a typo in the pattern) would otherwise pass for a quiet night.
-        unfiltered = len(list_recordings(source, **listing))
-        if unfiltered:
-            filters = " and ".join(f for f in (pattern is not None and f"pattern {pattern!r}",
-                                               modified_since is not None and f"modified since {modified_since.isoformat()}") if f)
-            logger.warning("none of the %d recordings under %s match %s", unfiltered, source, filters)
+    if warning:
+        logger.warning(warning)
     return [RecordingRef(uri=f.uri, size=f.size, etag=f.etag) for f in files]
+
+
+def list_filtered(
+    source: str, *, extensions: list[str] | None, pattern: str | None, modified_since: datetime | None,
+    options: dict, missing_ok: bool = False,
+) -> tuple[list[SourceFile], str | None]:
+    """The recordings under ``source`` that the filters keep, and a warning when the filters
+    keep none of several: a filter that leaves nothing (a typo in the pattern) would otherwise
+    pass for a quiet night. ``options``: the store's fsspec options."""
+    listing = dict(extensions=extensions or sorted(AUDIO_EXTENSIONS), storage_options=options,
+                   missing_ok=missing_ok)
+    files = list_recordings(source, pattern=pattern, modified_since=modified_since, **listing)
+    if files or (pattern is None and modified_since is None):
+        return files, None
+    unfiltered = len(list_recordings(source, **listing))
+    if not unfiltered:
+        return files, None
+    filters = " and ".join(f for f in (pattern is not None and f"pattern {pattern!r}",
+                                       modified_since is not None and f"modified since {modified_since.isoformat()}") if f)
+    return files, f"none of the {unfiltered} recordings under {source} match {filters}"
 
 
 @task(name="find-done", cache_policy=NO_CACHE, **IO_RETRIES)

@@ -195,6 +195,9 @@ def test_run_dry_run_says_what_a_run_would_do_and_writes_nothing(tmp_path):
     assert f"4 listed, 0 already done, 4 to classify ({size / 1e6:,.1f} MB)" in first.stderr
     assert "2 (up to 2 recordings each)" in first.stderr and "Flow run" not in first.stderr + first.stdout
     assert not out.exists()
+    typo = run("run", str(SAMPLES), "--out", str(out), "--dry-run", "--pattern", "*.wv")
+    assert typo.returncode == 0 and "0 listed" in typo.stderr, typo.stderr
+    assert f"warning: none of the 4 recordings under {SAMPLES} match pattern '*.wv'" in typo.stderr
     assert run("classify", str(SAMPLES / "call-001.wav"), "--out", str(out), "-q").returncode == 0
     again = run("run", str(SAMPLES), "--out", str(out), "--dry-run")
     assert again.returncode == 0 and "4 listed, 1 already done, 3 to classify" in again.stderr, again.stderr
