@@ -64,6 +64,7 @@ def _print(console: Console, s) -> None:
         ("audio", f"{s.audio_s / 3600:.2f} h in {s.wall_s:.1f} s ({s.throughput:,.0f}x real time)"),
         *((f"  {escape(lab)}", f"{sec / 60:.1f} min, {s.label_segments.get(lab, 0)} segments") for lab, sec in s.label_s.items()),
     ])
+    _print_warnings(console, s.warnings)
 
 
 def _print_plan(console: Console, p) -> None:
@@ -72,6 +73,10 @@ def _print_plan(console: Console, p) -> None:
                        f"({p.bytes_to_classify / 1e6:,.1f} MB)"),
         ("tasks", f"{p.tasks} (up to {p.per_task} recording{'s' if p.per_task != 1 else ''} each)" if p.tasks else "none"),
     ])
-    for w in p.warnings:
-        console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+    _print_warnings(console, p.warnings)
     console.print("nothing was classified or written (--dry-run)")
+
+
+def _print_warnings(console: Console, warnings: Sequence[str]) -> None:
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)

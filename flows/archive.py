@@ -99,6 +99,7 @@ class RunSummary(Tally):
     failed_batches: int = 0
     wall_s: float = 0.0
     batch_errors: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list, description="filters that left none of a source's recordings")
 
     @property
     def processed(self) -> int:
@@ -259,7 +260,9 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
                            missing_ok=src in optional_sources)
         for src in sources
     ]
-    refs = list({r.uri: r for fut in listings for r in fut.result()}.values())
+    found = [fut.result() for fut in listings]
+    refs = list({r.uri: r for listing in found for r in listing.refs}.values())
+    summary.warnings = [listing.warning for listing in found if listing.warning]
     todo, batches = _work(refs, find_done(out, spec, retry_errors=options.retry_errors), options)
     size = len(batches[0]) if batches else 1
     summary.listed, summary.skipped = len(refs), len(refs) - len(todo)
@@ -363,6 +366,7 @@ def _publish(s: RunSummary, labels: tuple[str, ...]) -> None:
             f"- **recordings**: {s.listed} listed, {s.skipped} already done, {s.processed} classified, {s.failed} failed\n"
             f"- **batches**: {s.batches} ({s.failed_batches} failed after retries)\n"
             f"- **audio**: {s.audio_s / 3600:.3f} h in {s.wall_s:.1f} s: **{s.throughput:,.0f} audio hours per wall hour**\n"
+            + "".join(f"- **warning**: {w}\n" for w in s.warnings)
         ),
         description="Where the results are and how fast the run went",
     )

@@ -103,6 +103,13 @@ def _classifier(spec_json: str) -> Classifier:
                       storage_options=options, engine=spec.engine, warn=_warn)
 
 
+class Listing(BaseModel):
+    """The recordings under one source, and a warning when the filters left none of them."""
+
+    refs: list[RecordingRef]
+    warning: str | None = None
+
+
 @task(name="list-recordings", cache_policy=NO_CACHE, **IO_RETRIES)
 def list_source(
     source: str,
@@ -112,7 +119,7 @@ def list_source(
     modified_since: datetime | None = None,
     endpoint_url: str | None = None,
     missing_ok: bool = False,
-) -> list[RecordingRef]:
+) -> Listing:
     """List the recordings under one folder or prefix (with ``missing_ok``, one that does
     not exist has none: a backfill's day without recordings)."""
     files, warning = list_filtered(source, extensions=extensions, pattern=pattern, modified_since=modified_since,
@@ -121,7 +128,7 @@ def list_source(
     logger.info("%d recordings under %s", len(files), source)
     if warning:
         logger.warning(warning)
-    return [RecordingRef(uri=f.uri, size=f.size, etag=f.etag) for f in files]
+    return Listing(refs=[RecordingRef(uri=f.uri, size=f.size, etag=f.etag) for f in files], warning=warning)
 
 
 def list_filtered(

@@ -204,6 +204,14 @@ def test_run_dry_run_says_what_a_run_would_do_and_writes_nothing(tmp_path):
     assert len(pd.read_parquet(out / "recordings")) == 1  # still only what classify wrote
 
 
+@pytest.mark.slow
+def test_run_summary_repeats_a_filter_that_left_nothing(tmp_path):
+    done = run("run", str(SAMPLES), "--out", str(tmp_path / "o"), "--pattern", "*.wv", env={"PREFECT_HOME": str(tmp_path / "ph")})
+    assert done.returncode == 0, done.stderr  # a night without calls is not an error
+    summary = done.stderr[done.stderr.index("audioclf run →"):]  # after the flow run's own log lines
+    assert "0 listed" in summary and f"warning: none of the 4 recordings under {SAMPLES} match pattern '*.wv'" in summary
+
+
 def test_run_refuses_an_output_that_holds_other_labels_before_any_flow_run(tmp_path):
     out = tmp_path / "o"
     assert run("classify", str(SAMPLES / "call-001.wav"), "--out", str(out), "-q").returncode == 0

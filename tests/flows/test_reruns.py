@@ -214,8 +214,9 @@ def test_listing_filters_batching_and_a_file_changed_in_place(tmp_path):
         logging.getLogger("prefect.task_runs").removeHandler(handler)
     assert state.is_completed() and s.listed == 0
     when = datetime.fromtimestamp(day_ago, timezone.utc).isoformat()
-    assert [r.getMessage() for r in records] == [
-        f"none of the 5 recordings under {src} match pattern 'c/*' and modified since {when}"]
+    warning = f"none of the 5 recordings under {src} match pattern 'c/*' and modified since {when}"
+    assert [r.getMessage() for r in records] == [warning] and s.warnings == [warning]  # logged, and in the summary
+    assert f"- **warning**: {warning}" in artifacts_of(state.state_details.flow_run_id)["audioclf-run"].data
 
     # overlapping sources list each recording once; what is done is skipped, and only what this run listed counts
     plan = plan_run([str(src / "a"), str(src)], out, model=None, options=ArchiveOptions())
