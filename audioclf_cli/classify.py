@@ -72,7 +72,7 @@ def run_classify(
     params = bundle.manifest.silence.replace(**(silence or {}))
     if channels not in ("mix", "split"):
         raise ParameterError(f"--channels {channels!r}: use 'mix' or 'split'")
-    warn = (lambda line: console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)) if console is not None else None
+    warn = (lambda line: print_warnings(console, [line])) if console is not None else None
     # Checks its own arguments (engine, batch size) and loads the model only when first used.
     clf = Classifier(bundle, silence=params, channels=channels, batch_windows=batch_windows, storage_options=options,
                      engine=engine, warn=warn, workers=default_workers() if workers is None else workers)
@@ -83,10 +83,9 @@ def run_classify(
     store.check_writable(bundle.labels)  # the last check: it makes a local OUT
     summary = ClassifySummary(out=store.out, model=f"{bundle.name} {bundle.version}", warnings=list(warnings))
     if console is not None:
-        for w in warnings:
-            console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+        print_warnings(console, warnings)
         if not bundle.manifest.trained:
-            console.print(f"[yellow]warning:[/] model {escape(repr(bundle.name))} is untrained: its labels are placeholders")
+            print_warnings(console, [f"model {bundle.name!r} is untrained: its labels are placeholders"])
 
     progress = _progress(console)
     with progress:
@@ -151,6 +150,12 @@ def print_table(console: Console, command: str, s, rows: Iterable[tuple[str, str
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+def print_warnings(console: Console, lines: Iterable[str]) -> None:
+    """Each line as a ``warning:`` (printed as it is, not read as markup)."""
+    for line in lines:
+        console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
 
 def print_failures(console: Console, failures: Sequence[tuple[str, str]], *, failed: int, out: str, shown: int = 10) -> None:

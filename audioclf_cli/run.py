@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from .classify import print_summary, print_table
+from .classify import print_summary, print_table, print_warnings
 
 
 def prefect_defaults() -> None:
@@ -64,7 +64,7 @@ def _print(console: Console, s) -> None:
         ("audio", f"{s.audio_s / 3600:.2f} h in {s.wall_s:.1f} s ({s.throughput:,.0f}x real time)"),
         *((f"  {escape(lab)}", f"{sec / 60:.1f} min, {s.label_segments.get(lab, 0)} segments") for lab, sec in s.label_s.items()),
     ])
-    _print_warnings(console, s.warnings)
+    print_warnings(console, s.warnings)
 
 
 def _print_plan(console: Console, p) -> None:
@@ -73,10 +73,6 @@ def _print_plan(console: Console, p) -> None:
                        f"({p.bytes_to_classify / 1e6:,.1f} MB)"),
         ("tasks", f"{p.tasks} (up to {p.per_task} recording{'s' if p.per_task != 1 else ''} each)" if p.tasks else "none"),
     ])
-    _print_warnings(console, p.warnings)
+    print_warnings(console, p.warnings)
     console.print("nothing was classified or written (--dry-run)")
 
-
-def _print_warnings(console: Console, warnings: Sequence[str]) -> None:
-    for w in warnings:
-        console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)

@@ -21,7 +21,6 @@ from audioclf_core.errors import AudioClfError, ParameterError
 from .console import err, fail
 
 
-
 def _print_results(console: Console, metrics: dict, *, heading: str) -> None:
     """One line (accuracy with its 95 % intervals, macro F1), then the per-class table."""
     from audioclf_core.evaluation import format_interval

@@ -263,8 +263,7 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
     found = [fut.result() for fut in listings]
     refs = list({r.uri: r for listing in found for r in listing.refs}.values())
     summary.warnings = [listing.warning for listing in found if listing.warning]
-    todo, batches = _work(refs, find_done(out, spec, retry_errors=options.retry_errors), options)
-    size = len(batches[0]) if batches else 1
+    todo, batches, size = _work(refs, find_done(out, spec, retry_errors=options.retry_errors), options)
     summary.listed, summary.skipped = len(refs), len(refs) - len(todo)
     summary.batches = len(batches)
     log.info("%d recordings listed, %d already done, %d to classify in %d tasks of up to %d",
@@ -293,11 +292,12 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
 
 
 def _work(refs: list[RecordingRef], done: Collection[tuple], options: ArchiveOptions
-          ) -> tuple[list[RecordingRef], list[list[RecordingRef]]]:
-    """What is left of ``refs`` once the ``done`` ones are skipped, and its tasks' batches."""
+          ) -> tuple[list[RecordingRef], list[list[RecordingRef]], int]:
+    """What is left of ``refs`` once the ``done`` ones are skipped, its tasks' batches, and the
+    recordings per task."""
     todo = [r for r in refs if r.key not in done]
     size = batch_size(len(todo), workers=options.workers, most=options.recordings_per_task)
-    return todo, [todo[i : i + size] for i in range(0, len(todo), size)]
+    return todo, [todo[i : i + size] for i in range(0, len(todo), size)], size
 
 
 class RunPlan(BaseModel):
@@ -335,10 +335,10 @@ def plan_run(sources: list[str], out: str, *, model: str | None, options: Archiv
         files.update((f.uri, f) for f in found)
         warnings += [warning] if warning else []
     refs = [RecordingRef(uri=f.uri, size=f.size, etag=f.etag) for f in files.values()]
-    todo, batches = _work(refs, find_done.fn(out, spec, retry_errors=options.retry_errors), options)
+    todo, batches, size = _work(refs, find_done.fn(out, spec, retry_errors=options.retry_errors), options)
     return RunPlan(sources=sources, out=out, model=f"{clf.bundle.name} {clf.bundle.version}", listed=len(refs),
                    skipped=len(refs) - len(todo), to_classify=len(todo), bytes_to_classify=sum(r.size or 0 for r in todo),
-                   tasks=len(batches), per_task=len(batches[0]) if batches else 0, warnings=warnings)
+                   tasks=len(batches), per_task=size if batches else 0, warnings=warnings)
 
 
 def _publish(s: RunSummary, labels: tuple[str, ...]) -> None:
