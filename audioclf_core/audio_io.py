@@ -305,11 +305,14 @@ def _walk(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, dict[str, Any]]
     if not isinstance(fs, LocalFileSystem):
         return {p: info for p, info in entries.items()
                 if info.get("type") != "directory" and not (p.endswith("/") and not info.get("size"))}
-    seen = {os.path.realpath(root)} | {os.path.realpath(p) for p, info in entries.items() if info.get("type") == "directory"}
-    return _follow(fs, entries, seen)
+    return _follow(fs, root, entries, seen=None)
 
 
-def _follow(fs: LocalFileSystem, entries: Mapping[str, dict[str, Any]], seen: set[str]) -> dict[str, dict[str, Any]]:
+def _follow(fs: LocalFileSystem, root: str, entries: Mapping[str, dict[str, Any]], *, seen: set[str] | None
+            ) -> dict[str, dict[str, Any]]:
+    """The files of ``entries`` (``root``'s listing) and those below its links to folders whose
+    real path is not in ``seen`` (the folders walked so far, which it extends; None at the top,
+    where it is made only if there is a link to follow)."""
     files: dict[str, dict[str, Any]] = {}
     links = []
     for path, info in entries.items():
@@ -319,14 +322,15 @@ def _follow(fs: LocalFileSystem, entries: Mapping[str, dict[str, Any]], seen: se
             links.append(path)
         else:
             files[path] = info
+    if links and seen is None:  # the usual tree has no link: no real path is needed
+        seen = {os.path.realpath(root)} | {os.path.realpath(p) for p, info in entries.items() if info.get("type") == "directory"}
     for link in sorted(links):
         real = os.path.realpath(link)
         if real in seen:
             continue
         below = fs.find(link, detail=True, withdirs=True)
-        seen.update(os.path.realpath(p) for p, info in below.items() if info.get("type") == "directory")
-        seen.add(real)
-        files.update(_follow(fs, below, seen))
+        seen |= {real} | {os.path.realpath(p) for p, info in below.items() if info.get("type") == "directory"}
+        files.update(_follow(fs, link, below, seen=seen))
     return files
 
 

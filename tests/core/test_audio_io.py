@@ -981,6 +981,19 @@ def test_a_linked_folder_is_walked_once(tmp_path):
     assert [decode_all(u)[0].frames for u in want] == [4000] * 3
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links")
+def test_links_to_one_folder_list_it_once(tmp_path):
+    # two links to one folder, and one into it: each recording once, by the first link's path
+    target, root = tmp_path / "nas", tmp_path / "calls"
+    (target / "sub").mkdir(parents=True)
+    root.mkdir()
+    for rel in ("a.wav", "sub/b.wav"):
+        (target / rel).write_bytes(b"x")
+    for name, to in (("a", target), ("b", target / "sub"), ("c", target)):
+        (root / name).symlink_to(to)
+    assert expand_inputs([str(root)])[0] == [str(root / "a" / "a.wav"), str(root / "a" / "sub" / "b.wav")]
+
+
 def test_an_object_store_folder_marker_is_not_a_recording(s3_server, s3_bucket: str) -> None:
     """An empty key ending in ``/`` is what a console writes to "create a folder": not a
     recording (it was listed, and became an error row). A key that holds bytes stays."""
