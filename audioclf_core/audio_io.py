@@ -969,6 +969,7 @@ class _SoundFileReader(AudioReader):
         codec = "MP3" if (snd.format, snd.subtype) == ("MP3", "MPEG_LAYER_III") else f"{snd.format}/{snd.subtype}"
         _check_layout(uri, snd.samplerate, snd.channels, snd.frames)
         _check_wav_length(uri, snd)
+        _check_ogg_end(uri, snd, fileobj)
         super().__init__(
             AudioInfo(uri=uri, sample_rate=snd.samplerate, channels=snd.channels, frames=frames, codec=codec)
         )
@@ -1075,6 +1076,77 @@ def _check_wav_length(uri: str, snd: sf.SoundFile) -> None:
             f"cannot decode {uri}: truncated: the data ends at {snd.frames / snd.samplerate:.2f} s "
             f"but the header promises {promised / snd.samplerate:.2f} s"
         )
+
+
+# The largest Ogg page: a 27-byte header, 255 lacing values, 255 segments of 255 bytes.
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255
+
+
+def _check_ogg_end(uri: str, snd: sf.SoundFile, fileobj: _GuardedFile) -> None:
+    """Refuse an Ogg stream that stops before its end-of-stream page.
+
+    An Ogg file promises no length up front: libsndfile takes it from the last
+    page there is, so a cut-off upload or download would pass for a shorter,
+    complete recording. An encoder marks a stream's last page (header flag
+    0x04); a file that ends on a page without it, or inside a page, was cut.
+    """
+    if snd.format != "OGG":
+        return
+    here = fileobj.tell()
+    try:
+        end = fileobj.seek(0, io.SEEK_END)
+        start = max(0, end - _OGG_MAX_PAGE)
+        fileobj.seek(start)
+        chunks: list[bytes] = []
+        while (want := end - start - sum(map(len, chunks))) > 0 and (chunk := fileobj.read(want)):
+            chunks.append(chunk)
+        tail = b"".join(chunks)
+    finally:
+        fileobj.seek(here)
+    if fileobj.error is not None or len(tail) != end - start:
+        return  # the reader reports a read error when it meets it
+    if not _ogg_cut(tail):
+        return
+    raise DecodeError(
+        f"cannot decode {uri}: truncated: the Ogg stream stops at {snd.frames / snd.samplerate:.2f} s "
+        "without its end-of-stream page"
+    )
+
+
+def _ogg_cut(tail: bytes) -> bool:
+    """Whether ``tail``, the last bytes of an Ogg file (at least one page's worth), shows
+    the stream cut: its last page lacks the end-of-stream flag, or the file ends inside
+    a page.
+
+    Pages are found by their capture pattern, which can also turn up inside a packet's
+    bytes, so the verdict never rests on one match: a stream is whole if any match is
+    a page that ends exactly at the end and carries the flag (the true last page of a
+    whole stream always does); it is cut if some match is a page ending exactly at the
+    end without the flag, or if the last match is a valid header whose page runs past the
+    end (or is itself cut short). Anything else (bytes after the last page) is not judged.
+    """
+    at_end: list[int] = []
+    last_past_end = False
+    pos = tail.find(b"OggS")
+    while pos != -1:
+        header = tail[pos:pos + 27]
+        last_past_end = False
+        if len(header) < 27:
+            last_past_end = header[4:5] in (b"", b"\x00")  # a header cut short
+        elif header[4] == 0 and header[5] <= 0x07:
+            n = header[26]
+            lacing = tail[pos + 27:pos + 27 + n]
+            if len(lacing) < n:
+                last_past_end = True
+            else:
+                end = pos + 27 + n + sum(lacing)
+                if end == len(tail):
+                    at_end.append(header[5])
+                last_past_end = end > len(tail)
+        pos = tail.find(b"OggS", pos + 1)
+    if any(flags & 0x04 for flags in at_end):
+        return False
+    return bool(at_end) or last_past_end
 
 
 class _FFmpegReader(AudioReader):

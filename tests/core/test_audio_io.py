@@ -479,6 +479,73 @@ def test_m4a_cut_midway(tmp_path: Path) -> None:
     assert 0.5 < at < 2.5, msg
 
 
+def _ogg_pages(data: bytes) -> list[int]:
+    """Offsets of the pages of a whole Ogg file, walked from its first page by their sizes."""
+    pages, pos = [], 0
+    while pos < len(data):
+        assert data[pos:pos + 4] == b"OggS"
+        pages.append(pos)
+        n = data[pos + 26]
+        pos += 27 + n + sum(data[pos + 27:pos + 27 + n])
+    assert pos == len(data)
+    return pages
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_ogg_cut_midway_is_refused_not_shortened(tmp_path: Path, subtype: str) -> None:
+    # An Ogg file promises no length: libsndfile reports what the pages that arrived hold, so
+    # a cut-off upload would pass for a shorter recording. The end-of-stream page tells them apart.
+    full = tmp_path / "full.ogg"
+    sf.write(full, truth(16000, 1, seconds=6), 16000, format="OGG", subtype=subtype)
+    data = full.read_bytes()
+    pages = _ogg_pages(data)
+    assert data[pages[-1] + 5] & 0x04 and not any(data[p + 5] & 0x04 for p in pages[:-1])
+    info, y = decode_all(str(full))  # the whole file is read whole
+    assert abs(len(y) - 6 * 16000) <= 16000 // 50
+    middle = pages[len(pages) // 2]
+    cuts = {
+        "at a page boundary": middle,
+        "inside a page": middle + 40,
+        "inside a header": middle + 10,
+        "inside the last page": pages[-1] + 30,
+    }
+    said = {}
+    for where, cut in cuts.items():
+        path = tmp_path / "cut.ogg"
+        path.write_bytes(data[:cut])
+        said[where] = msg = _expect_open_error(str(path), "truncated")
+        # Where libsndfile finds no frame at all, ffmpeg decodes up to the cut and says so.
+        assert "without its end-of-stream page" in msg or "corrupt or truncated (ffmpeg" in msg, (where, msg)
+    stops = [float(m.split("stops at ")[1].split(" s")[0]) for m in said.values() if "stops at" in m]
+    assert stops, said  # the end-of-stream check, not only ffmpeg, refused some cuts
+    assert all(0.5 < s < 6.0 for s in stops), said
+
+
+def test_ogg_end_check_is_not_fooled_by_the_capture_pattern_in_a_packet(tmp_path: Path) -> None:
+    from audioclf_core.audio_io import _ogg_cut
+
+    full = tmp_path / "full.ogg"
+    sf.write(full, truth(16000, 1, seconds=2), 16000, format="OGG", subtype="VORBIS")
+    data = full.read_bytes()
+    last = _ogg_pages(data)[-1]
+    assert not _ogg_cut(data)
+    # "OggS" inside the last page's payload, dressed as a header (version 0, no flags) whose
+    # page would end exactly at the end of the file: the true last page still says "whole".
+    body = last + 27 + data[last + 26]
+    fake = bytearray(data)
+    at = len(fake) - 40
+    assert at > body
+    fake[at:at + 27] = b"OggS" + bytes([0, 0]) + bytes(20) + bytes([1])  # one lacing value
+    fake[at + 27] = len(fake) - (at + 28)
+    assert not _ogg_cut(bytes(fake))
+    # Bytes after the last page are not a cut.
+    assert not _ogg_cut(data + b"\0" * 64)
+    # Without the flag on its last page, the same stream is cut.
+    unflagged = bytearray(data)
+    unflagged[last + 5] &= ~0x04
+    assert _ogg_cut(bytes(unflagged))
+
+
 def test_random_bytes_named_wav(tmp_path: Path) -> None:
     path = tmp_path / "noise.wav"
     path.write_bytes(np.random.default_rng(0).bytes(10_000))
