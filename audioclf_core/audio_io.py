@@ -597,14 +597,17 @@ def open_audio(uri: str, *, storage_options: Mapping[str, Any] | None = None) ->
 
     size, etag = _stat(uri, fs, path)
     try:
-        fileobj = fs.open(path, "rb")
-    except storage_errors() as exc:
-        raise _open_error(uri, exc) from exc
-
-    try:
-        reader = _open_with_libsndfile(uri, fs, path, fileobj, size)
-    except BaseException:
-        fileobj.close()
+        try:
+            fileobj = fs.open(path, "rb")
+        except storage_errors() as exc:
+            raise _open_error(uri, exc) from exc
+        try:
+            reader = _open_with_libsndfile(uri, fs, path, fileobj, size)
+        except BaseException:
+            fileobj.close()
+            raise
+    except DecodeError as exc:
+        exc.size, exc.etag = size, etag
         raise
     reader.info = dataclasses.replace(reader.info, size=size, etag=etag)
     # The filesystem lives as long as the reader: an archive's (zip://...::) closes
@@ -641,7 +644,9 @@ def _stat(uri: str, fs: fsspec.AbstractFileSystem, path: str) -> tuple[int | Non
         raise DecodeError(f"cannot open {uri}: not a regular file (a named pipe, socket or device)")
     size, etag = file_identity(info)
     if size == 0:
-        raise DecodeError(f"cannot decode {uri}: empty file (0 bytes)")
+        exc = DecodeError(f"cannot decode {uri}: empty file (0 bytes)")
+        exc.size, exc.etag = size, etag
+        raise exc
     return size, etag
 
 

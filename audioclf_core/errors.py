@@ -15,7 +15,18 @@ class AudioClfError(Exception):
 
 
 class DecodeError(AudioClfError):
-    """A recording could not be opened or decoded (the input is at fault)."""
+    """A recording could not be opened or decoded (the input is at fault).
+
+    Attributes
+    ----------
+    size, etag : int or str or None
+        The file's identity (as in :class:`~audioclf_core.audio_io.AudioInfo`) where the
+        storage gave it before the failure, so that an error row says which version of the
+        file failed; None where it was not reached.
+    """
+
+    size: int | None = None
+    etag: str | None = None
 
 
 class SourceUnavailableError(DecodeError):

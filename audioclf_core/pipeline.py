@@ -157,6 +157,8 @@ class _Failed:
     reason: str
     info: AudioInfo | None = None
     retryable: bool = False
+    size: int | None = None  # the file's identity when it failed before its header was read
+    etag: str | None = None
 
 
 # soxr's "HQ" preset for the one resample to the model's rate, as the training corpus was made.
@@ -379,7 +381,8 @@ class Classifier:
                 info = reader.info
                 yield from self._stream(uri, reader)
         except AudioClfError as exc:
-            yield _Failed(uri, str(exc), info, retryable=isinstance(exc, SourceUnavailableError))
+            yield _Failed(uri, str(exc), info, retryable=isinstance(exc, SourceUnavailableError),
+                          size=getattr(exc, "size", None), etag=getattr(exc, "etag", None))
         except MemoryError:
             raise
         except Exception as exc:  # a bad file must not stop the batch
@@ -451,6 +454,8 @@ def _finish(out: RecordingOutcome, ev: _End | _Failed) -> None:
         out.sample_rate, out.channels, out.codec = info.sample_rate, info.channels, info.codec
         out.source_size, out.source_etag = info.size, info.etag
     if isinstance(ev, _Failed):
+        if info is None:
+            out.source_size, out.source_etag = ev.size, ev.etag
         out.status, out.error, out.retryable = "error", ev.reason, ev.retryable
         out.segments.clear()
         out.covered_s = 0.0
@@ -468,7 +473,23 @@ def _ready(order, open_, done, pending) -> Iterator[RecordingOutcome]:
         out = open_.pop(uri)
         done.pop(uri)
         out.segments.sort(key=lambda r: (r[0], r[1]))
+        _end_within_duration(out)
         yield out
+
+
+def _end_within_duration(out: RecordingOutcome) -> None:
+    """End no segment after the recording does.
+
+    The resampler rounds the model-rate length up, so a sound that runs to the end of a
+    recording whose rate is not a multiple of the model's ends up to one model sample past it
+    (22,050 Hz to 8 kHz: 1.2346032 s came out as 1.234625 s), and label seconds plus
+    silence would exceed the duration.
+    """
+    d = out.duration_s
+    if d is None or not any(end > d for _, _, _, end, _ in out.segments):
+        return
+    out.segments = [(ch, i, min(start, d), min(end, d), p) for ch, i, start, end, p in out.segments]
+    out.covered_s = sum(end - start for _, _, start, end, _ in out.segments)
 
 
 def _fronts(front: Callable[[str], Iterable], uris: Iterable[str], *, workers: int, maxsize: int) -> Iterator:

@@ -198,8 +198,9 @@ def classify_batch(refs: list[RecordingRef], *, out: str, spec: ClassifySpec, pa
     outage = [o for o in outcomes if o.retryable]
     if outage:
         raise SourceUnavailableError(f"{len(outage)} of {len(refs)} recordings unreadable: {outage[0].error}")
-    # A file that could not even be opened has no identity of its own; give its
-    # error row the listing's, so that find_done knows it and a re-run skips it.
+    # A file the storage could not describe at open (gone since the listing) has no
+    # identity of its own; give its error row the listing's, so that find_done knows
+    # it and a re-run skips it.
     listed = {r.uri: r for r in refs}
     for o in outcomes:
         ref = listed.get(o.recording)

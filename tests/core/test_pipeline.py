@@ -242,6 +242,24 @@ def test_bad_input_becomes_error_rows_and_the_batch_carries_on(clf, bad_inputs):
         assert silent.n_segments == 0 and silent.silence_s == pytest.approx(seconds)
 
 
+@pytest.mark.parametrize("sr", [22050, 44100, 96000])
+def test_a_sound_that_runs_to_the_end_ends_with_the_recording(clf, tmp_path, sr):
+    # 1.23456 s at these rates is not a whole number of 8 kHz samples: the resampled
+    # signal is a fraction of a sample longer than the recording.
+    n = int(sr * 1.23456) + 1
+    tone = 0.3 * np.sin(2 * np.pi * 300 * np.arange(n) / sr)
+    path = _write(tmp_path / f"tone-{sr}.wav", tone.astype(np.float32), sr, subtype="FLOAT")
+    out = clf.classify_one(path)
+    assert out.status == "ok" and out.duration_s == pytest.approx(n / sr)
+    last_end = max(end for *_, end, _ in out.segments)
+    assert n / sr - 1 / clf.bundle.sample_rate <= last_end <= n / sr  # within one model sample, never past
+    segments, recordings = clf.tables([out])
+    row = recordings.iloc[0]
+    assert (segments.end_s <= row.duration_s).all()
+    total = sum(row[f"{lab}_s"] for lab in clf.bundle.labels) + row.silence_s
+    assert total == pytest.approx(row.duration_s, abs=1e-9)
+
+
 def test_a_recording_that_fails_part_way_keeps_no_segments(bundle, tmp_path):
     """Segments found before the failure must not reach the tables beside its error row."""
     y, sr = sf.read(SAMPLES / "call-001.wav", dtype="float32")
@@ -279,6 +297,16 @@ def test_tables_follow_the_result_contract(clf, bundle, bad_inputs):
     assert (segments.model_sha256 == bundle.sha256).all()
     # The file's identity and the parameters travel with the row (what flows skip on).
     assert ok.source_size == Path(good).stat().st_size and ok.source_etag
+    # So do an error row's, wherever the storage described the file before it failed: which
+    # version of the file failed, and what a flow's re-run compares to skip it.
+    by_uri = recordings.set_index("recording")
+    for uri in cases:
+        row = by_uri.loc[uri]
+        if uri.startswith("memory://") or not Path(uri).exists():
+            assert pd.isna(row.source_size) and pd.isna(row.source_etag)
+            continue
+        assert row.source_size == Path(uri).stat().st_size, uri
+        assert row.source_etag == str(Path(uri).stat().st_mtime), uri
     assert (recordings.params_sha256 == clf.params_sha256).all()
     assert Classifier(bundle, channels="split").params_sha256 != clf.params_sha256
     assert ((segments.confidence >= 1 / 3) & (segments.confidence <= 1)).all()
