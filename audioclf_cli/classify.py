@@ -100,8 +100,7 @@ def run_classify(
                 batch = []
         if batch:
             _write(store, clf, batch)
-    if csv:
-        store.write_csv()
+    store.update_csv(asked=csv)
     summary.wall_s = time.perf_counter() - start
     if console is not None:
         _print_summary(console, summary)

@@ -553,6 +553,23 @@ class ResultStore:
                     with suppress(FileNotFoundError):
                         os.unlink(e.path)
 
+    def update_csv(self, *, asked: bool) -> bool:
+        """Write the CSV copies (:meth:`write_csv`) when ``asked``, or when ``OUT`` already
+        has them: a copy left as it was after the tables changed would be read as current.
+
+        Returns
+        -------
+        bool
+            Whether they were written.
+        """
+        if not asked:
+            with self._guard("read"):
+                asked = any(self._fs.exists(posixpath.join(self._root, f"{name}.csv"))
+                            for name in (SEGMENTS, RECORDINGS))
+        if asked:
+            self.write_csv()
+        return asked
+
     def write_csv(self) -> None:
         """Write ``OUT/segments.csv`` and ``OUT/recordings.csv`` from the current datasets.
 

@@ -176,6 +176,7 @@ class ParquetSink:
             self._pending.exception()  # wait; its error (if any) is in self._error
         self._pool.shutdown(wait=True)
         self._write(self._outcome(**session))
+        self.store.update_csv(asked=False)  # CSV copies a batch run left there stay current
 
     @property
     def error(self) -> BaseException | None:

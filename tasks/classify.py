@@ -217,12 +217,12 @@ def classify_batch(refs: list[RecordingRef], *, out: str, spec: ClassifySpec, pa
 
 @task(name="finalise-results", cache_policy=NO_CACHE, **IO_RETRIES)
 def finalise(out: str, *, csv: bool, endpoint_url: str | None = None) -> int:
-    """Make each recording's newest rows the only ones; write the CSVs if asked.
+    """Make each recording's newest rows the only ones; write the CSVs if asked, or
+    if the output already has them (they would go stale).
 
     Returns the number of superseded rows removed.
     """
     store = ResultStore(out, storage_options=storage_options(endpoint_url))
     removed = store.replace_older()
-    if csv:
-        store.write_csv()
+    store.update_csv(asked=csv)
     return removed

@@ -97,6 +97,20 @@ def test_running_again_replaces_rows_instead_of_duplicating(archive, tmp_path):
     pd.testing.assert_frame_equal(again[["segment", "start_s", "end_s", "label"]], first[["segment", "start_s", "end_s", "label"]])
 
 
+def test_csv_copies_stay_current_after_a_write_without_csv(archive, tmp_path):
+    out = tmp_path / "out"
+    assert run("classify", str(archive / "call-001.wav"), "--out", str(out), "--csv", "-q").returncode == 0
+    assert run("classify", str(archive / "call-003.flac"), "--out", str(out), "-q").returncode == 0
+    for name in ("segments", "recordings"):
+        parquet = pd.read_parquet(out / name).sort_values(["recording"], kind="stable")
+        csv = pd.read_csv(out / f"{name}.csv")
+        assert sorted(csv.recording) == sorted(parquet.recording), name
+    assert len(pd.read_csv(out / "recordings.csv")) == 2
+    # An output that never asked for CSV gets none.
+    assert run("classify", str(archive / "call-001.wav"), "--out", str(tmp_path / "plain"), "-q").returncode == 0
+    assert not (tmp_path / "plain" / "recordings.csv").exists()
+
+
 def test_split_channels_are_labelled(archive, tmp_path):
     proc = run("classify", str(archive / "call-002-stereo.wav"), "--channels", "split", "--out", str(tmp_path / "o"), "-q")
     assert proc.returncode == 0, proc.stderr

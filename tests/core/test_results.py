@@ -466,6 +466,21 @@ def test_csv_holds_the_current_tables(loc):
     assert csv["recording"].tolist() == ["a", "b", "c"]
 
 
+def test_csv_copies_once_written_follow_every_later_write(loc):
+    store = loc.store
+    store.write(*batch(["a"], version="old"), labels=LABELS)
+    assert store.update_csv(asked=False) is False  # never asked for: none written
+    assert not loc.fs.exists(loc.path("recordings.csv"))
+    assert store.update_csv(asked=True) is True
+    store.write(*batch(["b"], version="new"), labels=LABELS)
+    assert store.update_csv(asked=False) is True  # asked for once: kept current
+    for name, parquet in (("segments", store.read_segments()), ("recordings", store.read_recordings())):
+        with loc.fs.open(loc.path(f"{name}.csv"), "r") as handle:
+            csv = pd.read_csv(handle)
+        assert csv.recording.tolist() == parquet.recording.tolist()
+        assert set(csv.recording) == {"a", "b"}
+
+
 # -- atomicity -----------------------------------------------------------------
 
 

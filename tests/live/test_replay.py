@@ -90,3 +90,16 @@ def test_duration_stops_the_session_after_that_much_audio(env, tmp_path):
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["stop_reason"] == "duration"
     assert 3.0 <= summary["heard_s"] < 13.0  # stops at the first block past 3 s
+
+
+def test_csv_copies_in_the_output_follow_the_session(env, tmp_path):
+    # An output whose batch runs asked for CSV copies: the session's rows reach them too.
+    out = tmp_path / "y"
+    out.mkdir()
+    for name in ("segments", "recordings"):
+        (out / f"{name}.csv").write_text("recording\nstale\n")
+    done = run_cli(["run", "--replay", str(SAMPLES / NAMES[0]), "--fast", "--out", str(out), "-q"], env=env)
+    assert done.returncode == 0, done.stderr
+    for name in ("segments", "recordings"):
+        csv, parquet = pd.read_csv(out / f"{name}.csv"), pd.read_parquet(out / name)
+        assert len(csv) == len(parquet) > 0 and "stale" not in set(csv.recording), name
