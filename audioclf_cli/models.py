@@ -13,7 +13,6 @@ from rich.text import Text
 
 from audioclf_core.bundle import DEFAULT_MODEL, MANIFEST, load_bundle, shipped_bundles
 from audioclf_core.errors import AudioClfError, ParameterError
-from audioclf_core.evaluation import accuracy_intervals, format_interval, group_counts
 
 
 def find_bundles(folders: Sequence[str | Path]) -> list[Path]:
@@ -37,6 +36,8 @@ def find_bundles(folders: Sequence[str | Path]) -> list[Path]:
 
 def heldout_cell(evaluation: dict) -> str:
     """``94.8 % (19 groups)``: the recorded as-is held-out figure, or ``–``."""
+    from audioclf_core.evaluation import group_counts  # scipy.stats: not for every command's start-up
+
     m = (evaluation.get("conditions") or {}).get("as-is") or {}
     per_group = m.get("per_group") or {}
     if m.get("accuracy") is None or not per_group:
@@ -95,6 +96,8 @@ def heldout_lines(evaluation: dict) -> list[str]:
     The intervals are computed from the recorded per-group counts, so bundles whose manifests
     predate them get them too.
     """
+    from audioclf_core.evaluation import accuracy_intervals, format_interval
+
     lines = []
     for cond, m in (evaluation.get("conditions") or {}).items():
         per_group = m.get("per_group") or {}
