@@ -12,7 +12,7 @@ file as ``bench_classify.py``'s, same seed), with the bundle's silence rule
 
 - pydub: ``AudioSegment.from_file`` and ``detect_nonsilent(seg,
   min_silence_len, silence_thresh)`` (its default ``seek_step=1``: a window
-  tested every millisecond), once: about 90 s per hour;
+  tested every millisecond), once: about 20-30 s per hour on 2 cores;
 - audioclf: the file decoded to mono float32 (``open_audio``) and
   ``split_nonsilent`` with the same rule and no padding, segment limits off,
   best of ``--repeat``.
@@ -73,7 +73,7 @@ def segmentation_tables(path: Path, *, model: str, repeat: int) -> list[Table]:
     pydub_args = dict(min_silence_len=int(round(rule.min_silence_ms)), silence_thresh=rule.threshold_dbfs)
     audio_s = sf.info(path).duration
 
-    print(f"  pydub detect_nonsilent on {audio_s / 3600:.2f} h (about 90 s an hour) ...", flush=True)
+    print(f"  pydub detect_nonsilent on {audio_s / 3600:.2f} h (about 25 s an hour) ...", flush=True)
     p_load, p_split, theirs = pydub_pass(path, **pydub_args)
     print(f"  audioclf split_nonsilent x{repeat} ...", flush=True)
     o_load, (y, sr) = best_time(lambda: load_mono(path), repeat)

@@ -81,6 +81,22 @@ class Table:
         return "\n".join(out)
 
 
+# The memory target, shared by bench_memory.py and bench_classify.py: at most 1 GB (as the target
+# states it, 10^9 bytes) and flat, i.e. ten times the audio in one recording costs at most a
+# quarter more memory (what may grow is the result rows and the allocator's slack, not the audio).
+MEMORY_LIMIT_MIB = 1e9 / 2**20
+FLAT_RATIO = 1.25
+
+
+def memory_verdict(*, peak_mib: float, short_mib: float, long_mib: float, short_h: float, long_h: float) -> str:
+    """``Target: ...: met (...)``: both halves of the memory target judged, with the figures."""
+    ratio = long_mib / short_mib
+    flat, within = ratio <= FLAT_RATIO, peak_mib <= MEMORY_LIMIT_MIB
+    return (f"Target: at most 1 GB ({MEMORY_LIMIT_MIB:,.0f} MiB) and flat ({long_h / short_h:g}x the audio, at most "
+            f"{FLAT_RATIO:g}x the memory): {'met' if flat and within else 'NOT met'} (highest {peak_mib:,.0f} MiB: "
+            f"{'within' if within else 'OVER'}; {long_h:g} h / {short_h:g} h = {ratio:.2f}: {'flat' if flat else 'NOT flat'}).")
+
+
 def fmt(v: object) -> str:
     """A cell: floats to three significant figures or so, NaN and None as a dash."""
     if v is None:
