@@ -17,6 +17,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -207,6 +208,9 @@ def shipped_bundles() -> list[str]:
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / MANIFEST).is_file()) if SHIPPED_DIR.is_dir() else []
 
 
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
 def _extract(archive: Path, *, where: str) -> Path:
     """Unpack an archive once into a cache folder keyed by its hash."""
     digest = file_sha256(archive)[:16]
@@ -221,6 +225,8 @@ def _extract(archive: Path, *, where: str) -> Path:
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 tf.extractall(tmp, filter="data")
+        elif archive.name.lower().endswith(_ARCHIVE_SUFFIXES):
+            raise BundleError(f"{where}: cannot unpack (not a whole .zip or .tar archive: damaged or cut short)")
         else:
             raise BundleError(f"{where} is neither a bundle folder nor a .zip/.tar.gz archive")
         # Accept an archive of the folder itself or of its contents.
@@ -231,7 +237,8 @@ def _extract(archive: Path, *, where: str) -> Path:
         shutil.rmtree(cache, ignore_errors=True)
         shutil.move(str(roots[0]), cache)
         return cache
-    except (OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, tarfile.TarError) as exc:
+        # A .tar.gz cut short raises EOFError ("Compressed file ended before the end-of-stream marker")
         raise BundleError(f"{where}: cannot unpack ({exc})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -138,6 +139,9 @@ def load_keras_model(path: Path, *, input_shape: tuple[int, int], n_labels: int)
     n_labels : int
         Number of labels in the manifest.
     """
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a file that is there
+        raise BundleError(f"cannot load {path}: not a .keras file (that is a zip archive; this one is cut short, "
+                          "damaged or another kind of file)")
     keras = import_keras()
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)

@@ -148,6 +148,11 @@ def test_s3_in_and_out(s3_server, s3_bucket, archive):
         (["classify", "samples/", "--out", "{tmp}", "--batch-windows", "0"], "--batch-windows 0: must be at least 1"),
         (["classify", "samples/", "--out", "{tmp}", "--workers", "0"], "--workers 0: must be a whole number, at least 1"),
         (["classify", "samples/", "--out", "{tmp}", "--min-silence-ms", "-5"], "--min-silence-ms -5.0: Input should be greater than 0"),
+        # a check of two options names both by the options typed
+        (["classify", "samples/", "--out", "{tmp}", "--min-segment-ms", "60000", "--max-segment-s", "1"],
+         "error: --max-segment-s 1.0 is shorter than --min-segment-ms 60000.0"),
+        (["models", "join", "placeholder", "digits", "--data", "samples", "--out", "{tmp}", "--version", "1.0.0"],
+         "placeholder: an untrained bundle cannot be a member"),
         (["classify", "samples/", "--out", "/etc/hostname/x"], "/etc/hostname"),
         (["models", "show", "nope"], "no model bundle 'nope'"),
         (["models", "list", "no/such/folder"], "no/such/folder: no such folder"),
@@ -297,6 +302,45 @@ def test_models_show_refuses_a_bundle_whose_model_does_not_fit_its_manifest(tmp_
         manifest[field] = value
         (bundle / "manifest.json").write_text(json.dumps(manifest))
         assert needle in one_line_error(run("models", "show", str(bundle)))
+
+
+def test_damaged_bundles_are_one_line_errors_and_left_out_of_the_list(tmp_path):
+    import hashlib
+    import tarfile
+    import zipfile
+
+    from audioclf_core.bundle import load_bundle
+
+    source = load_bundle("placeholder").path
+    with tarfile.open(tmp_path / "whole.tar.gz", "w:gz") as tf:
+        tf.add(source, arcname=".")
+    with zipfile.ZipFile(tmp_path / "whole.zip", "w") as zf:
+        for f in source.iterdir():
+            zf.write(f, f.name)
+    for name in ("whole.tar.gz", "whole.zip"):  # cut short, as a download that stopped
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut-{name}").write_bytes(data[: len(data) // 3])
+        assert run("models", "show", str(tmp_path / name)).returncode == 0
+        line = one_line_error(run("models", "show", str(tmp_path / f"cut-{name}")))
+        assert line.startswith(f"error: {tmp_path / f'cut-{name}'}: cannot unpack ("), line
+    # A model.keras that is not one (its hash recorded to match): named as such, not "File not found".
+    notkeras = tmp_path / "bundles" / "notkeras"
+    shutil.copytree(source, notkeras)
+    (notkeras / "model.keras").write_text("hello")
+    manifest = json.loads((notkeras / "manifest.json").read_text())
+    manifest["sha256"] = hashlib.sha256(b"hello").hexdigest()
+    (notkeras / "manifest.json").write_text(json.dumps(manifest))
+    line = one_line_error(run("models", "show", str(notkeras)))
+    assert "model.keras: not a .keras file" in line and "File not found" not in line, line
+    # A bundle whose weights do not match their manifest is skipped by `list` as `show` refuses it.
+    tampered = tmp_path / "bundles" / "tampered"
+    shutil.copytree(source, tampered)
+    (tampered / "model.tflite").write_bytes((tampered / "model.tflite").read_bytes() + b"\0")
+    assert "model.tflite does not match its manifest" in one_line_error(run("models", "show", str(tampered)))
+    proc = run("models", "list", str(tmp_path / "bundles"), env={"COLUMNS": "250"})
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: skipped {tampered}: model.tflite does not match its manifest" in proc.stderr
+    assert str(tampered) not in proc.stdout and str(notkeras) in proc.stdout
 
 
 def test_a_store_that_cannot_be_reached_is_one_line_or_an_error_row(tmp_path):
