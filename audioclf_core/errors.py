@@ -6,6 +6,7 @@ row in ``recordings/`` or a CLI line is enough to act on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
@@ -50,7 +51,19 @@ class Problem(NamedTuple):
 
     def naming(self, options: Mapping[str, str]) -> str:
         option = options.get(self.param) if self.param else None
-        return f"{option} {self.value!r}: {self.reason}" if option else str(self)
+        reason = _call_by_option(self.reason, options)
+        if option:
+            return f"{option} {self.value!r}: {reason}"
+        return f"{self.param}={self.value!r}: {reason}" if self.param else reason
+
+
+# ``name=`` in a reason about several arguments: ``max_segment_s=1.0 is shorter than min_segment_ms=60000.0``
+_ARGUMENT_IN_TEXT = re.compile(r"\b([a-z][a-z0-9_]*)=")
+
+
+def _call_by_option(text: str, options: Mapping[str, str]) -> str:
+    """``text`` with each ``name=`` of an argument in ``options`` written as its option and a space."""
+    return _ARGUMENT_IN_TEXT.sub(lambda m: f"{options[m[1]]} " if m[1] in options else m[0], text)
 
 
 class ParameterError(AudioClfError, ValueError):
@@ -75,9 +88,10 @@ class ParameterError(AudioClfError, ValueError):
         >>> ParameterError(param="epochs", value=0, reason="must be at least 1").naming({"epochs": "--epochs"})
         '--epochs 0: must be at least 1'
         """
-        if not any(p.param in options for p in self.problems):
-            return str(self)
-        return "; ".join(p.naming(options) for p in self.problems)
+        if not self.problems:  # a message about several arguments: ``a=1 and b=2 leave ...``
+            return _call_by_option(str(self), options)
+        named = "; ".join(p.naming(options) for p in self.problems)
+        return named if named != "; ".join(map(str, self.problems)) else str(self)
 
 
 class BundleError(AudioClfError):

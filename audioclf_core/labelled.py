@@ -213,9 +213,9 @@ def group_split(
     """
     for name, f in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
         if not 0 <= f < 1:
-            raise ParameterError(f"{name}={f} must be in [0, 1)")
+            raise ParameterError(param=name, value=f, reason="must be in [0, 1)")
     if test_fraction + val_fraction >= 1:
-        raise ParameterError(f"test_fraction + val_fraction = {test_fraction + val_fraction} leaves nothing to train on")
+        raise ParameterError(f"test_fraction={test_fraction} and val_fraction={val_fraction} leave nothing to train on")
     known = set(table["group"])
     unknown = sorted((set(test_groups) | set(val_groups)) - known)
     if unknown:

@@ -994,8 +994,10 @@ def _members(bundles: Sequence[str | Path | Bundle], *, what: str) -> list[Bundl
     first = members[0]
     ref = first.manifest.model_dump(mode="json")
     for b in members:
-        if b.manifest.architecture.startswith("ensemble") or not b.manifest.trained:
-            raise ParameterError(f"{b.path}: members must be trained single models, not {b.manifest.architecture or 'untrained'}")
+        if not b.manifest.trained:
+            raise ParameterError(f"{b.path}: an untrained bundle cannot be a member")
+        if b.manifest.architecture.startswith("ensemble"):
+            raise ParameterError(f"{b.path}: an ensemble cannot be a member; join its members instead")
         differ = [k for k in ENSEMBLE_CONTRACT if b.manifest.model_dump(mode="json")[k] != ref[k]]
         if differ:
             raise ParameterError(f"{b.path} differs from {first.path} in {', '.join(differ)}: members share one contract")

@@ -254,6 +254,11 @@ def test_bad_requests_are_one_line_errors(clips, tmp_path):
     assert "--feature fmax=5000 is above the Nyquist frequency" in line
     line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--feature", "n_mels=many"))
     assert "--feature n_mels=many" in line and "valid integer" in line
+    line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--test-fraction", "1.5"))
+    assert line == "error: --test-fraction 1.5: must be in [0, 1)"
+    line = one_line_error(run("train", str(clips), "--out", str(tmp_path / "b"), "--test-fraction", "0.5",
+                              "--val-fraction", "0.6"))
+    assert line == "error: --test-fraction 0.5 and --val-fraction 0.6 leave nothing to train on"
     assert not (tmp_path / "b").exists()
 
 
