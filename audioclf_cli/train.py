@@ -31,8 +31,8 @@ def _print_results(console: Console, metrics: dict, *, heading: str) -> None:
                   + f", macro F1 {metrics['macro_f1']:.4f}", soft_wrap=True)
     table = Table("label", "precision", "recall", "F1", "segments", "ROC-AUC")
     for label, m in metrics["per_class"].items():
-        auc = "–" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        table.add_row(escape(label), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]), auc)
+        cells = ["–" if m[k] is None else f"{m[k]:.3f}" for k in ("precision", "recall", "f1", "roc_auc")]
+        table.add_row(escape(label), *cells[:3], str(m["support"]), cells[3])
     console.print(table)
 
 

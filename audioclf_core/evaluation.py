@@ -216,8 +216,16 @@ class Evaluation:
         return float(precision_recall_f1(cm)[2][present].mean()) if present.any() else float("nan")
 
     def per_class(self) -> pd.DataFrame:
-        """One row per label: precision, recall, F1, support and one-vs-rest ROC-AUC."""
-        p, r, f = precision_recall_f1(self.confusion)
+        """One row per label: precision, recall, F1, support and one-vs-rest ROC-AUC.
+
+        A label the data has no segment of has no recall or F1 (NaN, as :attr:`macro_f1`
+        leaves it out), and no precision either unless something was taken for it.
+        """
+        cm = self.confusion
+        p, r, f = precision_recall_f1(cm)
+        absent = cm.sum(axis=1) == 0
+        r[absent] = f[absent] = np.nan
+        p[absent & (cm.sum(axis=0) == 0)] = np.nan
         auc = roc_auc_ovr(self.y_true, self.probs)
         return pd.DataFrame({"label": self.labels, "precision": p, "recall": r, "f1": f,
                              "support": self.confusion.sum(axis=1), "roc_auc": auc})

@@ -733,6 +733,15 @@ def test_metrics_on_known_answers(tmp_path):
     two = Evaluation(labels, y_true[:5], probs[:5], [f"f{i}.wav" for i in range(5)], ["g1"] * 5)
     assert two.confusion[2].sum() == 0 and two.confusion[:, 2].sum() == 0
     assert two.macro_f1 == pytest.approx(np.mean([0.8, 0.8]))  # a: P 1, R 2/3; b: P 2/3, R 1
+    # ... and the per-class table says so, rather than an F1 of 0 beside a macro F1 that ignores it
+    c = two.per_class().set_index("label").loc["c"]
+    assert c.support == 0 and np.isnan(c.recall) and np.isnan(c.f1) and np.isnan(c.precision)
+    assert two.metrics()["per_class"]["c"]["f1"] is None
+    # a label with no segment that something was taken for has a precision: 0
+    taken = probs[:5].copy()
+    taken[0] = [0.1, 0.1, 0.8]
+    c = Evaluation(labels, y_true[:5], taken, [f"f{i}.wav" for i in range(5)], ["g1"] * 5).per_class().set_index("label").loc["c"]
+    assert c.precision == 0 and np.isnan(c.f1)
 
     folder = write_report({"as-is": ev, "telephone": ev}, tmp_path / "r", title="known", context={"bundle": "x"})
     for name in ("report.md", "confusion.png", "roc.png", "confusion-telephone.png", "per_class.csv", "confusion.csv",
