@@ -41,6 +41,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -574,7 +575,8 @@ class ResultStore:
         """Write ``OUT/segments.csv`` and ``OUT/recordings.csv`` from the current datasets.
 
         Each file holds its whole table (sorted as by :meth:`read_segments` and
-        :meth:`read_recordings`) and replaces the previous one atomically.
+        :meth:`read_recordings`) and replaces the previous one atomically. Text
+        fields are quoted, numbers are not (``csv.QUOTE_NONNUMERIC``).
 
         Raises
         ------
@@ -585,7 +587,9 @@ class ResultStore:
         recordings = self.read_recordings()
         with self._guard("write CSV to"):
             for name, frame in ((SEGMENTS, segments), (RECORDINGS, recordings)):
-                data = frame.to_csv(index=False).encode()
+                # Every text field quoted: a file name may hold a carriage return, which the
+                # minimal quoting leaves bare and every CSV reader takes for the end of a row.
+                data = frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode()
                 self._put(posixpath.join(self._root, f"{name}.csv"), data)
 
     def read_segments(self) -> pd.DataFrame:

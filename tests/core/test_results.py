@@ -6,6 +6,8 @@ Runs against a local folder, fsspec's memory filesystem and a real S3 server
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import threading
 import uuid
@@ -464,6 +466,20 @@ def test_csv_holds_the_current_tables(loc):
                     expected.astype(object).where(expected.notna(), None),
                 )
     assert csv["recording"].tolist() == ["a", "b", "c"]
+
+
+def test_csv_rows_survive_any_character_a_file_name_can_hold(loc):
+    store = loc.store
+    names = ["agent\r17.wav", "a,b.wav", 'say "hi".wav', "two\nlines.wav", "tab\there.wav", " lead.wav", "日本.wav"]
+    store.write(*batch(names), labels=LABELS)
+    store.write_csv()
+    for name, parquet in (("segments", store.read_segments()), ("recordings", store.read_recordings())):
+        with loc.fs.open(loc.path(f"{name}.csv"), "rb") as handle:
+            text = handle.read().decode()
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        assert len(rows) == 1 + len(parquet), name
+        assert [r[0] for r in rows[1:]] == parquet.recording.tolist()
+        assert pd.read_csv(io.StringIO(text)).recording.tolist() == parquet.recording.tolist()
 
 
 def test_csv_copies_once_written_follow_every_later_write(loc):
