@@ -486,7 +486,10 @@ def list_recordings(
     Raises
     ------
     SourceUnavailableError
-        The storage could not be listed (unreachable, server error, no such bucket).
+        The storage could not be listed (unreachable, server error): trying again may help.
+    ParameterError
+        ``source`` names nothing (no such folder, prefix or bucket), or the storage refuses
+        these credentials: trying again cannot help.
     """
     exts = _normalise_extensions(extensions)
     if modified_since is not None and modified_since.tzinfo is None:
@@ -509,7 +512,10 @@ def list_recordings(
     except FileNotFoundError:
         if missing_ok:
             return []
-        raise SourceUnavailableError(f"cannot list {source}: no such folder, prefix or bucket") from None
+        # Not an outage: asking again cannot make a bucket or folder that is not there.
+        raise ParameterError(f"cannot list {source}: no such folder, prefix or bucket") from None
+    except PermissionError as exc:  # nor make credentials that are refused good
+        raise ParameterError(f"cannot list {source}: {_os_reason(exc)}") from exc
     except storage_errors() as exc:
         raise SourceUnavailableError(f"cannot list {source}: {_os_reason(exc)}") from exc
     matches = re.compile(glob_translate(pattern)).match if pattern is not None else None

@@ -324,7 +324,8 @@ def plan_run(sources: list[str], out: str, *, model: str | None, options: Archiv
     ------
     AudioClfError
         As :func:`check_request`; ``SourceUnavailableError`` for a source that cannot be listed
-        (no retries here); ``OutputConflictError`` when ``out`` holds another model's labels.
+        now (no retries here), ``ParameterError`` for one that names nothing or refuses the
+        credentials; ``OutputConflictError`` when ``out`` holds another model's labels.
     """
     spec, clf = check_request(sources, model=model, options=options)
     files, warnings = {}, []

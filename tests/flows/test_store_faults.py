@@ -13,7 +13,7 @@ import flows.archive
 from flows.archive import ArchiveOptions, classify_archive
 from tasks.classify import IO_RETRIES, classify_batch, list_source
 
-from .conftest import SAMPLES, artifacts_of, batch_runs, run, table_rows
+from .conftest import SAMPLES, artifacts_of, batch_runs, run, table_rows, task_runs_under
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +123,6 @@ def test_an_explicit_source_in_a_missing_bucket_fails_the_run(s3_env, tmp_path, 
     state, _ = run(classify_archive, "s3://no-such-bucket-here/calls/", str(tmp_path / "out"))
     assert state.is_failed()
     assert "cannot list s3://no-such-bucket-here/calls/: no such folder, prefix or bucket" in state.message, state.message
+    # ... at once: a bucket that is not there is not an outage, and no retry can make it appear
+    listing = task_runs_under(state.state_details.flow_run_id, expect=1, name_prefix="list-recordings")
+    assert [t.run_count for t in listing] == [1]
