@@ -34,6 +34,7 @@ from tasks.classify import (
     RecordingRef,
     classify_batch,
     classifier_for,
+    errors_left,
     find_done,
     finalise,
     list_filtered,
@@ -99,7 +100,8 @@ class RunSummary(Tally):
     failed_batches: int = 0
     wall_s: float = 0.0
     batch_errors: list[str] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list, description="filters that left none of a source's recordings")
+    warnings: list[str] = Field(default_factory=list, description="filters that left none of a source's recordings, "
+                                "and error rows skipped as done")
 
     @property
     def processed(self) -> int:
@@ -263,7 +265,12 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
     found = [fut.result() for fut in listings]
     refs = list({r.uri: r for listing in found for r in listing.refs}.values())
     summary.warnings = [listing.warning for listing in found if listing.warning]
-    todo, batches, size = _work(refs, find_done(out, spec, retry_errors=options.retry_errors), options)
+    done = find_done(out, spec, retry_errors=options.retry_errors)
+    todo, batches, size = _work(refs, done, options)
+    left = errors_left(refs, done)
+    if left:
+        log.warning(left)
+        summary.warnings.append(left)
     summary.listed, summary.skipped = len(refs), len(refs) - len(todo)
     summary.batches = len(batches)
     log.info("%d recordings listed, %d already done, %d to classify in %d tasks of up to %d",
@@ -312,7 +319,8 @@ class RunPlan(BaseModel):
     bytes_to_classify: int = Field(description="the sizes of the recordings to classify (those the store reports)")
     tasks: int
     per_task: int
-    warnings: list[str] = Field(default_factory=list, description="filters that left none of a source's recordings")
+    warnings: list[str] = Field(default_factory=list, description="filters that left none of a source's recordings, "
+                                "and error rows skipped as done")
 
 
 def plan_run(sources: list[str], out: str, *, model: str | None, options: ArchiveOptions) -> RunPlan:
@@ -336,7 +344,9 @@ def plan_run(sources: list[str], out: str, *, model: str | None, options: Archiv
         files.update((f.uri, f) for f in found)
         warnings += [warning] if warning else []
     refs = [RecordingRef(uri=f.uri, size=f.size, etag=f.etag) for f in files.values()]
-    todo, batches, size = _work(refs, find_done.fn(out, spec, retry_errors=options.retry_errors), options)
+    done = find_done.fn(out, spec, retry_errors=options.retry_errors)
+    todo, batches, size = _work(refs, done, options)
+    warnings += [w for w in [errors_left(refs, done)] if w]
     return RunPlan(sources=sources, out=out, model=f"{clf.bundle.name} {clf.bundle.version}", listed=len(refs),
                    skipped=len(refs) - len(todo), to_classify=len(todo), bytes_to_classify=sum(r.size or 0 for r in todo),
                    tasks=len(batches), per_task=size if batches else 0, warnings=warnings)

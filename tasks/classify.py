@@ -6,6 +6,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import Literal
@@ -152,8 +153,9 @@ def list_filtered(
 
 
 @task(name="find-done", cache_policy=NO_CACHE, **IO_RETRIES)
-def find_done(out: str, spec: ClassifySpec, *, retry_errors: bool = False) -> set[tuple[str, int | None, str | None]]:
-    """Keys of recordings already classified in ``out`` with this model and these parameters.
+def find_done(out: str, spec: ClassifySpec, *, retry_errors: bool = False) -> dict[tuple[str, int | None, str | None], str]:
+    """Keys of recordings already classified in ``out`` with this model and these parameters,
+    each with its row's status (``ok`` or ``error``).
 
     Raises :class:`OutputConflictError` (not retried) if ``out`` holds another model's labels.
     """
@@ -162,16 +164,26 @@ def find_done(out: str, spec: ClassifySpec, *, retry_errors: bool = False) -> se
     store.check_labels(clf.bundle.labels)
     recs = store.read_recordings()
     if recs.empty or "params_sha256" not in recs:
-        return set()
+        return {}
     same = recs[(recs.model_sha256 == clf.bundle.sha256) & (recs.params_sha256 == clf.params_sha256)]
     if retry_errors:
         same = same[same.status == "ok"]
     # source_size is a nullable Int64 column: a missing value is pd.NA, whose truth is ambiguous.
     return {
         (r.recording, None if pd.isna(r.source_size) else int(r.source_size),
-         None if pd.isna(r.source_etag) else str(r.source_etag))
+         None if pd.isna(r.source_etag) else str(r.source_etag)): str(r.status)
         for r in same.itertuples(index=False)
     }
+
+
+def errors_left(refs: list[RecordingRef], done: Mapping[tuple, str]) -> str | None:
+    """A warning when recordings skipped as done ended as error rows (or None): a re-run says
+    so, rather than counting them done without a word."""
+    n = sum(1 for r in refs if done.get(r.key) == "error")
+    if not n:
+        return None
+    return (f"{n} of the recordings already done {'is an error row' if n == 1 else 'are error rows'}, skipped until "
+            "the file changes: --retry-errors (the retry_errors option) classifies them again")
 
 
 def part_name(refs: list[RecordingRef], spec: ClassifySpec) -> str:

@@ -120,10 +120,15 @@ def test_retry_errors_reclassifies_only_the_error_rows(baseline, results):
     ok = before.status == "ok"
     assert (recs.processed_at[ok] == before.processed_at[ok]).all()  # untouched
     assert (recs.processed_at[~ok] > before.processed_at.max()).all()  # made again
-    # Without retry_errors, the error rows count as done.
+    assert not any("error row" in w for w in summary.warnings)  # none left skipped
+    # Without retry_errors, the error rows count as done, and the run says so (as --dry-run does).
     state, plain = run(classify_archive, str(src), results)
     assert state.is_completed(), state.message
     assert (plain.skipped, plain.processed) == (4, 0)
+    said = "2 of the recordings already done are error rows, skipped until the file changes: --retry-errors"
+    assert [w for w in plain.warnings if "error row" in w] == [w for w in plain.warnings if w.startswith(said)] != []
+    plan = plan_run([str(src)], results, model=None, options=ArchiveOptions())
+    assert any(w.startswith(said) for w in plan.warnings), plan.warnings
 
 
 def test_a_killed_run_is_completed_by_the_next_without_duplicates(tmp_path, prefect_api, truth):
