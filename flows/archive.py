@@ -13,11 +13,12 @@ import math
 import os
 import time
 from datetime import date, datetime, timedelta
-from typing import Collection, Literal
+from typing import Collection, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from fsspec.implementations.local import LocalFileSystem
 from prefect import flow, get_run_logger
+from prefect.futures import as_completed
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -98,6 +99,7 @@ class RunSummary(Tally):
     skipped: int = 0
     batches: int = 0
     failed_batches: int = 0
+    not_run_batches: int = Field(0, description="batches not started once several had failed in a row")
     wall_s: float = 0.0
     batch_errors: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list, description="filters that left none of a source's recordings, "
@@ -170,25 +172,58 @@ def batch_size(n: int, *, workers: int, most: int) -> int:
     return max(1, min(most, math.ceil(n / (2 * workers)))) if n else 1
 
 
+# Batches that fail after their retries, one after another, before a run stops starting more:
+# each has already met the store failing for a while (four attempts with backoff), so three
+# in a row is a store that is down, and the rest would only repeat it, about 40 s a batch.
+STOP_AFTER_FAILED_BATCHES = 3
+
+
+class NotRun(NamedTuple):
+    """A batch that was never started, and why."""
+
+    reason: str
+
+
 def classify_batches(batches: list[list[RecordingRef]], parts: list[str], out: str, spec: ClassifySpec,
-                     options: ArchiveOptions) -> list[BatchSummary | str]:
+                     options: ArchiveOptions) -> list[BatchSummary | str | NotRun]:
     """Run the batch tasks on the run's task runner; a batch that fails after its retries comes
-    back as its error message.
+    back as its error message, one never started as :class:`NotRun`.
 
     The runner is chosen at run time (threads or Dask, how many workers), so the tasks are
     submitted to it directly: they are task runs of the calling flow run, with no subflow
-    between (a subflow cost three more API round trips per run).
+    between (a subflow cost three more API round trips per run). Two per worker are in hand
+    at a time, and once :data:`STOP_AFTER_FAILED_BATCHES` have failed in a row no more start:
+    those left come back as not run, so a store that stays down fails the run in minutes
+    whatever the archive's size.
     """
+    results: list[BatchSummary | str | None] = [None] * len(batches)
+    queue = iter(range(len(batches)))
+    failed_in_a_row, last_error = 0, ""
     with _task_runner(options) as runner:
-        futures = [runner.submit(classify_batch, parameters={"refs": b, "out": out, "spec": spec, "part": p})
-                   for b, p in zip(batches, parts)]
-        results: list[BatchSummary | str] = []
-        for fut in futures:
+        running: dict = {}
+
+        def start_next() -> None:
+            i = next(queue, None)
+            if i is not None:
+                running[runner.submit(classify_batch, parameters={"refs": batches[i], "out": out, "spec": spec,
+                                                                  "part": parts[i]})] = i
+
+        for _ in range(2 * options.workers):
+            start_next()
+        while running:
+            fut = next(as_completed(list(running)))
+            i = running.pop(fut)
             try:
-                results.append(fut.result())
+                results[i] = fut.result()
+                failed_in_a_row = 0
             except Exception as exc:  # failures are data here; the parent flow decides
-                results.append(f"{type(exc).__name__}: {exc}")
-    return results
+                results[i] = last_error = f"{type(exc).__name__}: {exc}"
+                failed_in_a_row += 1
+            if failed_in_a_row < STOP_AFTER_FAILED_BATCHES:
+                start_next()
+    not_run = NotRun(f"{STOP_AFTER_FAILED_BATCHES} batches in a row failed after their retries, the last with "
+                     f"{last_error}")
+    return [not_run if r is None else r for r in results]
 
 
 def _task_runner(options: ArchiveOptions):
@@ -280,17 +315,21 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
         parts = [part_name(b, spec) for b in batches]
         results = classify_batches(batches, parts, out, spec, options)
         for res in results:
-            if isinstance(res, str):
+            if isinstance(res, NotRun):
+                summary.not_run_batches += 1
+            elif isinstance(res, str):
                 summary.failed_batches += 1
                 summary.batch_errors.append(res)
-                continue
-            summary.merge(res)
+            else:
+                summary.merge(res)
     finalise(out, csv=options.csv, endpoint_url=options.endpoint_url)
     summary.wall_s = time.perf_counter() - start
     _publish(summary, clf.bundle.labels)
     if summary.failed_batches:
+        stopped = (f", and the other {summary.not_run_batches} were not started once {STOP_AFTER_FAILED_BATCHES} "
+                   "had failed in a row" if summary.not_run_batches else "")
         raise RuntimeError(
-            f"{summary.failed_batches} of {summary.batches} batches failed after their retries "
+            f"{summary.failed_batches} of {summary.batches} batches failed after their retries{stopped} "
             f"(results of the others are in {out}; a re-run completes the rest): {summary.batch_errors[0]}"
         )
     log.info("done: %d classified (%d failed), %d skipped, %.2f h of audio at %.0fx real time",
@@ -375,7 +414,8 @@ def _publish(s: RunSummary, labels: tuple[str, ...]) -> None:
             f"- **results**: `{s.out}/segments/`, `{s.out}/recordings/`\n"
             f"- **model**: {s.model}\n"
             f"- **recordings**: {s.listed} listed, {s.skipped} already done, {s.processed} classified, {s.failed} failed\n"
-            f"- **batches**: {s.batches} ({s.failed_batches} failed after retries)\n"
+            f"- **batches**: {s.batches} ({s.failed_batches} failed after retries"
+            f"{f', {s.not_run_batches} not started' if s.not_run_batches else ''})\n"
             f"- **audio**: {s.audio_s / 3600:.3f} h in {s.wall_s:.1f} s: **{s.throughput:,.0f} audio hours per wall hour**\n"
             + "".join(f"- **warning**: {w}\n" for w in s.warnings)
         ),

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import flows.archive
-from flows.archive import ArchiveOptions, classify_archive
+from flows.archive import STOP_AFTER_FAILED_BATCHES, ArchiveOptions, classify_archive
 from tasks.classify import IO_RETRIES, classify_batch, list_source
 
 from .conftest import SAMPLES, artifacts_of, batch_runs, run, table_rows, task_runs_under
@@ -115,6 +115,30 @@ def test_a_store_that_stays_down_fails_the_run_clearly(archive, s3, s3_server, f
     failures = table_rows(artifacts_of(state.state_details.flow_run_id)["audioclf-failures"])
     assert [r["recording"] for r in failures] == ["(batch)", "(batch)"]
     assert all("cannot write results" in r["reason"] for r in failures)
+
+
+def test_a_run_stops_starting_batches_once_several_in_a_row_have_failed(s3, s3_server, faulty_proxy, fast_retries):
+    """A store that stays down fails a large run in minutes: after STOP_AFTER_FAILED_BATCHES
+    failures in a row, the batches not yet started are not started (each would spend its four
+    attempts meeting the same outage)."""
+    fs, bucket = s3
+    for k in range(8):
+        fs.put_file(str(SAMPLES / NAMES[k % 2]), f"{bucket}/many/{k}-{NAMES[k % 2]}")
+    results = f"/{bucket}/results/"
+    faulty_proxy.fault = lambda method, path: 500 if method == "PUT" and path.startswith(results) else None
+
+    state, _ = run(classify_archive, f"s3://{bucket}/many/", f"s3://{bucket}/results",
+                   options=ArchiveOptions(endpoint_url=faulty_proxy.endpoint_url, workers=1, recordings_per_task=1))
+
+    assert state.is_failed()
+    # One worker holds two batches: the third failure stops new starts, the fourth was already started.
+    tried = STOP_AFTER_FAILED_BATCHES + 1
+    assert (f"{tried} of 8 batches failed after their retries, and the other {8 - tried} were not started once "
+            f"{STOP_AFTER_FAILED_BATCHES} had failed in a row") in state.message, state.message
+    batches = batch_runs(state.state_details.flow_run_id, tried)
+    assert sorted(t.run_count for t in batches) == [1 + IO_RETRIES["retries"]] * tried
+    summary = artifacts_of(state.state_details.flow_run_id)
+    assert f"{8 - tried} not started" in summary["audioclf-run"].data, summary["audioclf-run"].data
 
 
 def test_an_explicit_source_in_a_missing_bucket_fails_the_run(s3_env, tmp_path, monkeypatch):
