@@ -24,6 +24,9 @@ def guarded_main(module: str) -> None:
 
     try:
         main = importlib.import_module(module).main
+        from audioclf_core.storage import bound_s3_waits
+
+        bound_s3_waits()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

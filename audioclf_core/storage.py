@@ -62,6 +62,29 @@ def storage_options_for(*, endpoint_url: str | None = None, region: str | None =
     return {"client_kwargs": client} if client else {}
 
 
+# Seconds an S3 request may wait to connect, and then for its next bytes. botocore waits 60 s
+# for each; a store that accepts connections but stops answering (overloaded, frozen) is then
+# asked again by botocore (5 attempts in its legacy mode) inside each of s3fs's own 5 tries:
+# 25 attempts, 25 minutes of silence per request at 60 s (measured: 25 attempts in 107 s
+# at 2 s), before a task's own retries.
+S3_TIMEOUT_S = 20.0
+
+
+def bound_s3_waits(timeout_s: float = S3_TIMEOUT_S) -> None:
+    """Give every S3 filesystem that fsspec makes from now on a connect timeout (at most 10 s)
+    and a read timeout of ``timeout_s``, through fsspec's configuration for the ``s3``
+    protocol, so no other filesystem gets botocore's options. What that configuration
+    already sets (``FSSPEC_S3`` in the environment, ``~/.config/fsspec``) wins. Entry points
+    call it (again is harmless); the core never does on its own."""
+    import fsspec.config
+
+    if not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise ParameterError(param="timeout_s", value=timeout_s, reason="must be a positive number of seconds")
+    config = fsspec.config.conf.setdefault("s3", {}).setdefault("config_kwargs", {})
+    config.setdefault("connect_timeout", min(10.0, float(timeout_s)))
+    config.setdefault("read_timeout", float(timeout_s))
+
+
 def storage_errors() -> tuple[type[BaseException], ...]:
     """The exceptions a storage call may raise: ``OSError``, and botocore's own errors once
     botocore is loaded (s3fs turns server replies into ``OSError``, but not missing

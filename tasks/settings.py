@@ -15,11 +15,12 @@ import os
 from typing import Any
 
 from audioclf_core.errors import ParameterError
-from audioclf_core.storage import storage_options_for
+from audioclf_core.storage import bound_s3_waits, storage_options_for
 
 
 def storage_options(endpoint_url: str | None = None) -> dict[str, Any]:
     """fsspec options for the object store, from the environment and blocks."""
+    bound_s3_waits()  # a store that stops answering fails a request in minutes, not in half an hour
     options = storage_options_for(endpoint_url=endpoint_url or os.environ.get("AUDIOCLF_S3_ENDPOINT_URL"))
     # No listing cache: a worker process outlives one run, recordings keep arriving,
     # and s3fs answers info() for a file its cached listing lacks with "no such file".

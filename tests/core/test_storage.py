@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from audioclf_core.bundle import check_new_bundle
@@ -72,3 +74,49 @@ def test_storage_options_reach_an_s3_compatible_endpoint():
     assert storage_options_for() == {}
     assert storage_options_for(endpoint_url="http://127.0.0.1:5000", region="eu-west-1") == {
         "client_kwargs": {"endpoint_url": "http://127.0.0.1:5000", "region_name": "eu-west-1"}}
+
+
+HANGING_STORE = """
+import os, socket, sys, threading, time
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(64)
+held = []  # a store that accepts every connection and never answers
+threading.Thread(target=lambda: [held.append(srv.accept()) for _ in iter(int, 1)], daemon=True).start()
+from audioclf_core.audio_io import open_audio
+from audioclf_core.errors import SourceUnavailableError
+from audioclf_core.storage import bound_s3_waits
+bound_s3_waits(float(sys.argv[1]))
+opts = {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:{srv.getsockname()[1]}"}}
+start = time.monotonic()
+try:
+    open_audio("s3://calls/a.wav", storage_options=opts)
+except SourceUnavailableError as exc:
+    print(f"{time.monotonic() - start:.1f}", exc)
+"""
+
+
+def test_a_store_that_stops_answering_fails_a_request_in_bounded_time():
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_MAX_ATTEMPTS": "1"}
+    env.pop("FSSPEC_S3", None)
+    # botocore's own 60 s read timeout would take 5 minutes here (s3fs tries 5 times)
+    done = subprocess.run([sys.executable, "-c", HANGING_STORE, "1"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    seconds, _, message = done.stdout.strip().partition(" ")
+    assert done.returncode == 0 and "Read timeout" in message, done.stdout + done.stderr
+    assert float(seconds) < 30, done.stdout
+
+
+def test_an_operators_fsspec_configuration_wins_over_the_s3_waits():
+    import subprocess
+    import sys
+
+    code = ("import fsspec.config as c; from audioclf_core.storage import bound_s3_waits; bound_s3_waits(); "
+            "print(c.conf['s3']['config_kwargs'])")
+    env = {**os.environ, "FSSPEC_S3": '{"config_kwargs": {"read_timeout": 7}}'}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert done.stdout.strip() == "{'read_timeout': 7, 'connect_timeout': 10.0}"
+    env.pop("FSSPEC_S3")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert done.stdout.strip() == "{'connect_timeout': 10.0, 'read_timeout': 20.0}"
