@@ -5,11 +5,21 @@ Package-specific fixtures live in the conftest.py of their own folder.
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
+
+def pytest_configure(config):
+    """Ctrl-C as a terminal delivers it. A shell starts a command in the background (``make
+    test &``) with SIGINT ignored, and every process it starts inherits that: the tests of what
+    Ctrl-C does, in this process and in the command lines they start, would meet a Ctrl-C that
+    cannot arrive."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,9 @@ def test_broken_and_missing_bundles(tmp_path, bundle_copy):
         load_bundle(tmp_path / "empty")
     junk = tmp_path / "junk.zip"
     junk.write_bytes(b"not an archive")
+    with pytest.raises(BundleError, match=r"cannot unpack \(not a whole .zip or .tar archive: damaged or cut short\)"):
+        load_bundle(junk)  # named as an archive: a damaged one
+    junk = junk.rename(tmp_path / "junk.bin")
     with pytest.raises(BundleError, match="neither a bundle folder nor"):
         load_bundle(junk)
 

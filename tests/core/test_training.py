@@ -339,7 +339,7 @@ def test_an_ensemble_is_one_bundle_that_averages_its_members(trained, dataset, t
         ensemble([twin.path], dataset, out=tmp_path / "one", version="2.0.1")
     with pytest.raises(ParameterError, match="listed twice"):
         ensemble([twin.path, twin.path], dataset, out=tmp_path / "twice", version="2.0.1")
-    with pytest.raises(ParameterError, match="not ensemble of 2 cnn"):
+    with pytest.raises(ParameterError, match="an ensemble cannot be a member; join its members instead"):
         ensemble([ens.path, twin.path], dataset, out=tmp_path / "nested", version="2.0.1")
     other_split = train(dataset, out=tmp_path / "other", arch="cnn", preset="smn", arch_kwargs={"width": 4}, epochs=1,
                         batch_size=16, max_windows_per_epoch=48, test_groups=TEST_GROUPS[:2], val_fraction=0.0,
