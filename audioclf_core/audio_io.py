@@ -614,6 +614,8 @@ def open_audio(uri: str, *, storage_options: Mapping[str, Any] | None = None) ->
             raise
     except DecodeError as exc:
         exc.size, exc.etag = size, etag
+        if isinstance(exc.info, AudioInfo):
+            exc.info = dataclasses.replace(exc.info, size=size, etag=etag)
         raise
     reader.info = dataclasses.replace(reader.info, size=size, etag=etag)
     # The filesystem lives as long as the reader: an archive's (zip://...::) closes
@@ -811,7 +813,12 @@ def _info_from_probe(uri: str, probe: dict[str, Any]) -> AudioInfo:
     if duration is not None and sample_rate:
         frames = max(0, round(duration * sample_rate))
     codec = f"ffmpeg:{stream.get('codec_name') or 'unknown'}"
-    _check_layout(uri, sample_rate or 0, channels or 0, frames)
+    try:
+        _check_layout(uri, sample_rate or 0, channels or 0, frames)
+    except DecodeError as exc:
+        if sample_rate and channels:
+            exc.info = AudioInfo(uri=uri, sample_rate=sample_rate, channels=channels, frames=frames, codec=codec)
+        raise
     return AudioInfo(uri=uri, sample_rate=sample_rate, channels=channels, frames=frames, codec=codec)
 
 
@@ -978,12 +985,16 @@ class _SoundFileReader(AudioReader):
         if not trust_frames:
             frames = None
         codec = "MP3" if (snd.format, snd.subtype) == ("MP3", "MPEG_LAYER_III") else f"{snd.format}/{snd.subtype}"
-        _check_layout(uri, snd.samplerate, snd.channels, snd.frames)
-        _check_wav_length(uri, snd)
-        _check_ogg_end(uri, snd, fileobj)
-        super().__init__(
-            AudioInfo(uri=uri, sample_rate=snd.samplerate, channels=snd.channels, frames=frames, codec=codec)
-        )
+        info = AudioInfo(uri=uri, sample_rate=snd.samplerate, channels=snd.channels, frames=frames, codec=codec)
+        try:
+            _check_layout(uri, snd.samplerate, snd.channels, snd.frames)
+            _check_wav_length(uri, snd, info)
+            _check_ogg_end(uri, snd, fileobj)
+        except DecodeError as exc:
+            if exc.info is None and snd.samplerate > 0 and snd.channels > 0:
+                exc.info = info
+            raise
+        super().__init__(info)
         self._snd = snd
         self._file = fileobj
         self._started = False
@@ -1063,7 +1074,7 @@ def _read_block(snd: sf.SoundFile, block_frames: int) -> tuple[np.ndarray, sf.Li
     return out[: max(n, 0)], (sf.LibsndfileError(code) if code else None)
 
 
-def _check_wav_length(uri: str, snd: sf.SoundFile) -> None:
+def _check_wav_length(uri: str, snd: sf.SoundFile, info: AudioInfo) -> None:
     """Refuse a WAV whose data is shorter than its header says.
 
     libsndfile quietly shortens such a file to the bytes that are there (and
@@ -1083,10 +1094,12 @@ def _check_wav_length(uri: str, snd: sf.SoundFile) -> None:
     promised = claimed_bytes // int(align.group(1))
     # A few frames of slack for writers that round the size.
     if promised - snd.frames > max(1, snd.samplerate // 100):
-        raise DecodeError(
+        exc = DecodeError(
             f"cannot decode {uri}: truncated: the data ends at {snd.frames / snd.samplerate:.2f} s "
             f"but the header promises {promised / snd.samplerate:.2f} s"
         )
+        exc.info = dataclasses.replace(info, frames=promised)  # as a cut FLAC's or MP3's header tells it
+        raise exc
 
 
 # The largest Ogg page: a 27-byte header, 255 lacing values, 255 segments of 255 bytes.

@@ -24,10 +24,15 @@ class DecodeError(AudioClfError):
         The file's identity (as in :class:`~audioclf_core.audio_io.AudioInfo`) where the
         storage gave it before the failure, so that an error row says which version of the
         file failed; None where it was not reached.
+    info : AudioInfo or None
+        What the header said, where it was read before the file was refused (a rate out of
+        range, data shorter than the header promises): the error row keeps the rate,
+        channels and the duration the header claims.
     """
 
     size: int | None = None
     etag: str | None = None
+    info: object | None = None  # an AudioInfo; the core's I/O module sets it
 
 
 class SourceUnavailableError(DecodeError):

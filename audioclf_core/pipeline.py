@@ -381,6 +381,8 @@ class Classifier:
                 info = reader.info
                 yield from self._stream(uri, reader)
         except AudioClfError as exc:
+            # refused at its header: the header's facts (rate, channels, promised length) still go in its row
+            info = info or getattr(exc, "info", None)
             yield _Failed(uri, str(exc), info, retryable=isinstance(exc, SourceUnavailableError),
                           size=getattr(exc, "size", None), etag=getattr(exc, "etag", None))
         except MemoryError:

@@ -260,6 +260,26 @@ def test_a_sound_that_runs_to_the_end_ends_with_the_recording(clf, tmp_path, sr)
     assert total == pytest.approx(row.duration_s, abs=1e-9)
 
 
+def test_a_file_refused_at_its_header_keeps_the_headers_facts_in_its_row(clf, tmp_path):
+    # As a cut FLAC's or MP3's row gives the duration its header claims, so does a cut WAV's;
+    # a rate out of range is named in the reason and kept in the row.
+    full = tmp_path / "full.wav"
+    sf.write(full, (0.1 * np.sin(np.arange(16000) / 5)).astype(np.float32), 8000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: 44 + 8000 * 2])  # one of two seconds
+    slow = tmp_path / "slow.wav"
+    sf.write(slow, np.zeros(2000, dtype=np.float32), 500)
+    outs = {Path(o.recording).name: o for o in clf.classify([str(cut), str(slow)])}
+    segments, recordings = clf.tables(outs.values())
+    rows = recordings.assign(name=recordings.recording.map(lambda r: Path(r).name)).set_index("name")
+    assert rows.loc["cut.wav", "status"] == "error" and "truncated" in rows.loc["cut.wav", "error"]
+    assert (rows.loc["cut.wav", "sample_rate"], rows.loc["cut.wav", "channels"]) == (8000, 1)
+    assert rows.loc["cut.wav", "duration_s"] == pytest.approx(2.0)
+    assert rows.loc["slow.wav", "status"] == "error" and "500 Hz" in rows.loc["slow.wav", "error"]
+    assert rows.loc["slow.wav", "sample_rate"] == 500 and rows.loc["slow.wav", "duration_s"] == pytest.approx(4.0)
+    assert rows.loc["cut.wav", "source_size"] == cut.stat().st_size
+
+
 def test_a_recording_that_fails_part_way_keeps_no_segments(bundle, tmp_path):
     """Segments found before the failure must not reach the tables beside its error row."""
     y, sr = sf.read(SAMPLES / "call-001.wav", dtype="float32")
