@@ -223,12 +223,12 @@ class Evaluation:
         """
         cm = self.confusion
         p, r, f = precision_recall_f1(cm)
-        absent = cm.sum(axis=1) == 0
-        r[absent] = f[absent] = np.nan
-        p[absent & (cm.sum(axis=0) == 0)] = np.nan
+        support = cm.sum(axis=1)
+        r[support == 0] = f[support == 0] = np.nan
+        p[(support == 0) & (cm.sum(axis=0) == 0)] = np.nan
         auc = roc_auc_ovr(self.y_true, self.probs)
         return pd.DataFrame({"label": self.labels, "precision": p, "recall": r, "f1": f,
-                             "support": self.confusion.sum(axis=1), "roc_auc": auc})
+                             "support": support, "roc_auc": auc})
 
     def per_group(self) -> pd.DataFrame:
         """Accuracy per group (a held-out voice, package or kind)."""

@@ -12,14 +12,15 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
-from typing import Collection, Literal, NamedTuple
+from typing import Annotated, Collection, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from fsspec.implementations.local import LocalFileSystem
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -89,6 +90,12 @@ class ArchiveOptions(BaseModel):
         return v
 
 
+# What a run warns of, in its summary and in its plan: filters that left none of a source's
+# recordings, and error rows skipped as done.
+RunWarnings = Annotated[list[str], Field(description="filters that left none of a source's recordings, "
+                                          "and error rows skipped as done")]
+
+
 class RunSummary(Tally):
     """What a flow run did; also published as artifacts."""
 
@@ -102,8 +109,7 @@ class RunSummary(Tally):
     not_run_batches: int = Field(0, description="batches not started once several had failed in a row")
     wall_s: float = 0.0
     batch_errors: list[str] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list, description="filters that left none of a source's recordings, "
-                                "and error rows skipped as done")
+    warnings: RunWarnings = Field(default_factory=list)
 
     @property
     def processed(self) -> int:
@@ -300,9 +306,7 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
     found = [fut.result() for fut in listings]
     refs = list({r.uri: r for listing in found for r in listing.refs}.values())
     summary.warnings = [listing.warning for listing in found if listing.warning]
-    done = find_done(out, spec, retry_errors=options.retry_errors)
-    todo, batches, size = _work(refs, done, options)
-    left = errors_left(refs, done)
+    todo, batches, size, left = _work(refs, find_done(out, spec, retry_errors=options.retry_errors), options)
     if left:
         log.warning(left)
         summary.warnings.append(left)
@@ -337,13 +341,13 @@ def run_archive(sources: list[str], out: str, *, model: str | None, options: Arc
     return summary
 
 
-def _work(refs: list[RecordingRef], done: Collection[tuple], options: ArchiveOptions
-          ) -> tuple[list[RecordingRef], list[list[RecordingRef]], int]:
-    """What is left of ``refs`` once the ``done`` ones are skipped, its tasks' batches, and the
-    recordings per task."""
+def _work(refs: list[RecordingRef], done: Mapping[tuple, str], options: ArchiveOptions
+          ) -> tuple[list[RecordingRef], list[list[RecordingRef]], int, str | None]:
+    """What is left of ``refs`` once the ``done`` ones (:func:`find_done`) are skipped, its tasks'
+    batches, the recordings per task, and the warning of :func:`errors_left` (or None)."""
     todo = [r for r in refs if r.key not in done]
     size = batch_size(len(todo), workers=options.workers, most=options.recordings_per_task)
-    return todo, [todo[i : i + size] for i in range(0, len(todo), size)], size
+    return todo, [todo[i : i + size] for i in range(0, len(todo), size)], size, errors_left(refs, done)
 
 
 class RunPlan(BaseModel):
@@ -358,8 +362,7 @@ class RunPlan(BaseModel):
     bytes_to_classify: int = Field(description="the sizes of the recordings to classify (those the store reports)")
     tasks: int
     per_task: int
-    warnings: list[str] = Field(default_factory=list, description="filters that left none of a source's recordings, "
-                                "and error rows skipped as done")
+    warnings: RunWarnings = Field(default_factory=list)
 
 
 def plan_run(sources: list[str], out: str, *, model: str | None, options: ArchiveOptions) -> RunPlan:
@@ -383,9 +386,8 @@ def plan_run(sources: list[str], out: str, *, model: str | None, options: Archiv
         files.update((f.uri, f) for f in found)
         warnings += [warning] if warning else []
     refs = [RecordingRef(uri=f.uri, size=f.size, etag=f.etag) for f in files.values()]
-    done = find_done.fn(out, spec, retry_errors=options.retry_errors)
-    todo, batches, size = _work(refs, done, options)
-    warnings += [w for w in [errors_left(refs, done)] if w]
+    todo, batches, size, left = _work(refs, find_done.fn(out, spec, retry_errors=options.retry_errors), options)
+    warnings += [left] if left else []
     return RunPlan(sources=sources, out=out, model=f"{clf.bundle.name} {clf.bundle.version}", listed=len(refs),
                    skipped=len(refs) - len(todo), to_classify=len(todo), bytes_to_classify=sum(r.size or 0 for r in todo),
                    tasks=len(batches), per_task=size if batches else 0, warnings=warnings)
