@@ -1015,7 +1015,7 @@ def _member_record(b: Bundle) -> dict:
     t = b.manifest.provenance.get("training", {})
     return {"name": b.name, "version": b.version, "sha256": b.sha256, "architecture": b.manifest.architecture,
             **{k: t.get(k) for k in ("seed", "arch_kwargs", "epochs_run", "best_val_window_accuracy", "seconds",
-                                     "keras_backend", "machine") if k in t}}
+                                     "keras_backend", "machine", "members") if k in t}}
 
 
 def _join(members: list[Bundle], model, data, *, out: Path, version: str, name: str | None, description: str | None,
@@ -1107,8 +1107,9 @@ def soup(
     architecture and width, besides what :func:`ensemble` asks (one contract, one split).
     The manifest keeps the parent and the training settings all members share, records each
     member under ``provenance.soup_of`` (seed, epochs, time) and their summed training time, and
-    figures measured on ``data`` as :func:`ensemble` does.
-    Never overwrites a bundle.
+    figures measured on ``data`` as :func:`ensemble` does. A member may itself be a soup of the
+    same parent (its record says how many runs it averages): the soup of two five-run soups is
+    the mean of all ten runs. Never overwrites a bundle.
     """
     members = _members(bundles, what="a soup")
     first = members[0]
@@ -1121,11 +1122,7 @@ def soup(
                              + ": networks trained from different starting points do not average (use an ensemble: "
                              "`audioclf models join --mean probabilities`)")
     trainings = [b.manifest.provenance.get("training", {}) for b in members]
-    for b, t in zip(members, trainings):
-        if (b.manifest.architecture, t.get("arch_kwargs")) != (first.manifest.architecture, trainings[0].get("arch_kwargs")):
-            raise ParameterError(f"{b.path} is a {b.manifest.architecture} {t.get('arch_kwargs')}, "
-                                 f"{first.path} a {first.manifest.architecture} {trainings[0].get('arch_kwargs')}: "
-                                 "a soup averages one architecture")
+    arch_kwargs = _one_network(members, trainings)
     out = check_new_bundle(out, version=version)
     if report is not None:
         check_local_folder(report, what="report folder")
@@ -1137,7 +1134,8 @@ def soup(
         "data": first.manifest.provenance.get("data", {}),
         "parent": parent,
         "training": {**{k: v for k, v in trainings[0].items()  # the settings all members share
-                        if k not in _PER_RUN and all(t.get(k) == v for t in trainings)}, "members": len(members),
+                        if k not in _PER_RUN and all(t.get(k) == v for t in trainings)},
+                     "arch_kwargs": arch_kwargs, "members": len(members),
                      "seconds": None if None in seconds else round(sum(seconds), 1)},
         "soup_of": [{**_member_record(b), "freeze_features": bool(r.get("freeze_features"))} for b, r in zip(members, records)],
         "built_by": "audioclf_core.training.soup",
@@ -1145,6 +1143,31 @@ def soup(
     return _join(members, model, data, out=out, version=version, name=name, description=description,
                  architecture=first.manifest.architecture, provenance=provenance, report=report, log=log,
                  done=f"mean weights of {len(members)} fine-tunes of {parent.get('name')} {parent.get('version')}")
+
+
+def _one_network(members: list[Bundle], trainings: list[dict]) -> dict:
+    """The members' architecture settings, once they are known to be one network; refuse otherwise.
+
+    What must agree is the network: its architecture and the shape of every weight. The
+    recorded ``arch_kwargs`` must agree where both members record them; an empty record is a
+    gap, not a difference (fine-tunes made before ``train(from_bundle=...)`` copied the
+    parent's record wrote ``{}``), and the first non-empty one is the soup's.
+    """
+    first = members[0]
+    recorded = [(b, t["arch_kwargs"]) for b, t in zip(members, trainings) if t.get("arch_kwargs")]
+    ref, ref_kwargs = recorded[0] if recorded else (first, {})
+    shapes = [tuple(w.shape) for w in first.model.weights]
+    for b, t in zip(members, trainings):
+        if b.manifest.architecture != first.manifest.architecture:
+            raise ParameterError(f"{b.path} is a {b.manifest.architecture}, {first.path} a {first.manifest.architecture}: "
+                                 "a soup averages one architecture")
+        if t.get("arch_kwargs") and t["arch_kwargs"] != ref_kwargs:
+            raise ParameterError(f"{b.path} is a {b.manifest.architecture} {t['arch_kwargs']}, {ref.path} one with "
+                                 f"{ref_kwargs}: a soup averages one architecture")
+        if [tuple(w.shape) for w in b.model.weights] != shapes:
+            raise ParameterError(f"{b.path} and {first.path} record one architecture, but their layers differ in shape: "
+                                 "a soup averages one architecture")
+    return ref_kwargs
 
 
 def _report_context(bundle: Bundle) -> dict:

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from audioclf_core.augment import AugmentParams, augment
-from audioclf_core.bundle import MANIFEST, MODEL_FILE, file_sha256, load_bundle
+from audioclf_core.bundle import MANIFEST, MODEL_FILE, file_sha256, load_bundle, save_bundle
 from audioclf_core.errors import BundleError, OutputError, ParameterError
 from audioclf_core.evaluation import (
     Evaluation, accuracy_intervals, confusion_matrix, evaluate_bundle, group_bootstrap_interval, group_counts,
@@ -25,6 +25,7 @@ from audioclf_core.features import FeatureExtractor, mel_filterbank
 from audioclf_core.training import (
     PRESETS,
     WindowSampler,
+    build,
     class_weights,
     ensemble,
     repool,
@@ -395,11 +396,33 @@ def test_a_soup_averages_the_weights_of_fine_tunes_of_one_parent(trained, datase
     data = json.loads((wider / MANIFEST).read_text())
     data["provenance"]["training"]["arch_kwargs"] = {"width": 8}
     (wider / MANIFEST).write_text(json.dumps(data))
-    with pytest.raises(ParameterError, match="one architecture"):
+    with pytest.raises(ParameterError, match=r"\{'width': 8\}, .*ft21 one with \{'width': 4\}: a soup averages one"):
         soup([tunes[0].path, wider], dataset, out=tmp_path / "mixed", version="1.2.1")
+    # the network decides, not only its record: layers of another shape under the same record are refused
+    fields = {k: v for k, v in tunes[1].manifest.model_dump(mode="json").items() if k not in ("sha256", "created_at")}
+    narrow = save_bundle(build("cnn", tunes[1].input_shape, 3, seed=0, width=2), tmp_path / "narrow",
+                         litert=False, **fields)
+    assert narrow.manifest.provenance["training"]["arch_kwargs"] == {"width": 4}
+    with pytest.raises(ParameterError, match="record one architecture, but their layers differ in shape"):
+        soup([tunes[0].path, narrow.path], dataset, out=tmp_path / "narrowed", version="1.2.1")
+    # an empty record (fine-tunes made before `train --from` copied the parent's) is a gap, not a difference:
+    # the same network joins, and the soup records the settings the other member does
+    unrecorded = tmp_path / "unrecorded"
+    shutil.copytree(tunes[1].path, unrecorded)
+    data = json.loads((unrecorded / MANIFEST).read_text())
+    data["provenance"]["training"]["arch_kwargs"] = {}
+    (unrecorded / MANIFEST).write_text(json.dumps(data))
+    gap = soup([unrecorded, tunes[0].path], dataset, out=tmp_path / "gap", version="1.2.1")
+    assert gap.manifest.provenance["training"]["arch_kwargs"] == {"width": 4}
+    for w, a in zip(gap.model.get_weights(), s.model.get_weights()):
+        np.testing.assert_allclose(w, a, rtol=1e-6, atol=1e-7)  # the same two members as s, in the other order
+    assert "members" not in gap.manifest.provenance["soup_of"][0]  # single runs
+    # a soup can join another soup of the same parent: its record says how many runs it averages
+    deeper = soup([gap.path, tunes[0].path], dataset, out=tmp_path / "deeper", version="1.2.2")
+    assert [m.get("members") for m in deeper.manifest.provenance["soup_of"]] == [2, None]
     with pytest.raises(BundleError, match="never overwritten"):
         soup([t.path for t in tunes], dataset, out=s.path, version="1.2.1")
-    assert not any((tmp_path / n).exists() for n in ("no-parent", "mixed"))
+    assert not any((tmp_path / n).exists() for n in ("no-parent", "mixed", "narrowed"))
 
 
 @pytest.mark.slow
