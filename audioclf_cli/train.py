@@ -64,6 +64,7 @@ def run_train(
     workers: int = 2,
     augment: list[str] | None = None,
     features: list[str] | None = None,
+    consistency: float = 0.0,
     endpoint_url: str | None = None,
     console: Console | None = None,
 ):
@@ -83,7 +84,7 @@ def run_train(
         test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat,
         max_windows_per_epoch=max_windows, time_budget_s=time_budget_s, name=name, version=version, report=report,
         verbose=verbose, log=log, workers=workers, augment=augment or (),
-        features=features or (), storage_options=storage_options_for(endpoint_url=endpoint_url),
+        features=features or (), consistency=consistency, storage_options=storage_options_for(endpoint_url=endpoint_url),
     )
     if console is not None:
         b = result.bundle
@@ -172,6 +173,7 @@ def train_command(
     workers: Annotated[int, typer.Option(help="Threads that decode and augment training windows while the model trains.")] = 2,
     augment: Annotated[Optional[list[str]], typer.Option("--augment", metavar="NAME=VALUE", help="Change one augmentation parameter of the preset (or, with --from, of the parent's training; repeat the option); NAME=LOW,HIGH for a range, e.g. p_pitch=0.5, pitch=0.7,1.6, p_reverb=0.3, p_telephone=0. Names: audioclf_core.augment.AugmentParams.")] = None,
     feature: Annotated[Optional[list[str]], typer.Option("--feature", metavar="NAME=VALUE", help="Change one feature parameter of a new bundle's contract (repeat the option), e.g. fmin=300 and fmax=3400 for the telephone band only, n_mels=32, kind=mfcc. Not with --from: a fine-tune keeps its parent's contract. Names: audioclf_core.params.FeatureParams.")] = None,
+    consistency: Annotated[float, typer.Option(help="Weight of a consistency term (0: off; AugMix uses 12): each training window also goes through a telephone line, and the loss adds this many times the divergence between the two predictions. Twice the network work per step.")] = 0.0,
     endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint for s3:// data.", envvar="AUDIOCLF_S3_ENDPOINT_URL")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
@@ -186,8 +188,8 @@ def train_command(
             learning_rate=learning_rate, batch_size=batch_size, patience=patience, test_groups=test_group,
             val_groups=val_group, test_fraction=test_fraction, val_fraction=val_fraction, real_repeat=real_repeat, max_windows=max_windows_per_epoch,
             time_budget_s=None if time_budget_min is None else time_budget_min * 60, name=name, version=version,
-            report=report, workers=workers, augment=augment, features=feature, endpoint_url=endpoint_url,
-            console=None if quiet else err,
+            report=report, workers=workers, augment=augment, features=feature, consistency=consistency,
+            endpoint_url=endpoint_url, console=None if quiet else err,
         )
     except AudioClfError as exc:
         fail(exc, ctx)

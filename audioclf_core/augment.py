@@ -187,6 +187,11 @@ def telephone(y: np.ndarray, *, sr: int) -> np.ndarray:
     return mu_law(band_limit(y, sr=sr, low_hz=300.0, high_hz=3400.0))
 
 
+def random_band(y: np.ndarray, *, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A telephone band-pass with edges drawn as lines differ: 200-400 Hz and 3000-3700 Hz."""
+    return band_limit(y, sr=sr, low_hz=float(rng.uniform(200, 400)), high_hz=float(rng.uniform(3000, 3700)))
+
+
 def change_speed(y: np.ndarray, factor: float, *, sr: int) -> np.ndarray:
     """Play ``factor`` times faster (pitch shifts with it)."""
     return soxr.resample(y, sr, sr / factor, quality="LQ").astype(np.float32)
@@ -473,7 +478,7 @@ def augment(
             noise = generated_noise(y.size, sr=sr, rng=rng)
         y = mix_noise(y, noise, snr_db=float(rng.uniform(*params.snr_db)), rng=rng)
     if rng.random() < params.p_telephone:
-        y = band_limit(y, sr=sr, low_hz=float(rng.uniform(200, 400)), high_hz=float(rng.uniform(3000, 3700)))
+        y = random_band(y, sr=sr, rng=rng)
     peak = float(np.abs(y).max()) if y.size else 0.0
     if peak > 0:
         # Levels are not normalised: draw a peak level, then clip as a real channel would.

@@ -26,6 +26,7 @@ module is cheap.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -39,8 +40,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .augment import (STRETCH_N_FFT, AugmentParams, augment, change_speed, hold_sound, mask_window, shift_pitch,
-                      telephone, time_stretch)
+from .augment import (STRETCH_N_FFT, AugmentParams, augment, change_speed, hold_sound, mask_window, mu_law,
+                      random_band, shift_pitch, telephone, time_stretch)
 from .bundle import LITERT_FILE, MODEL_FILE, Bundle, Manifest, check_new_bundle, load_bundle, write_manifest
 from .errors import BundleError, ParameterError
 from .features import FeatureExtractor, mel_filterbank
@@ -176,6 +177,11 @@ class WindowSampler:
     window, so an epoch always has ``len(self)`` windows. A clip is drawn about once per
     window of audio it holds (at most ``max_per_clip`` times); ``repeat`` multiplies chosen
     clips (real recordings among many synthetic ones).
+
+    ``paired`` draws each task as two views of one window (frames x bands each, stacked): the
+    window as drawn, and the same audio once more through a telephone line (band-pass edges
+    drawn as :func:`random_band` draws them, then the G.711 mu-law codec), with the same masks:
+    what consistency training (:func:`fit`'s ``consistency``) compares.
     """
 
     clips: list[np.ndarray]
@@ -190,6 +196,7 @@ class WindowSampler:
     max_per_clip: int = 6
     max_windows: int = 30000
     repeat: np.ndarray | None = None
+    paired: bool = False
     tasks: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -217,10 +224,11 @@ class WindowSampler:
     def batch(self, positions: np.ndarray, *, epoch: int, key: int) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels for the tasks at ``positions`` (deterministic per epoch and key)."""
         rng = np.random.default_rng([self.seed, epoch, key, 2])
-        xs = [self.window_of(self.tasks[p], rng) for p in positions]
+        line = np.random.default_rng([self.seed, epoch, key, 4]) if self.paired else None  # the first views stay as drawn
+        xs = [self.window_of(self.tasks[p], rng, line) for p in positions]
         return np.stack(xs), self.labels[self.tasks[positions]]
 
-    def window_of(self, i: int, rng: np.random.Generator) -> np.ndarray:
+    def window_of(self, i: int, rng: np.random.Generator, line: np.random.Generator | None = None) -> np.ndarray:
         y = self.clips[i]
         p = self.params
         sr = self.fx.sr
@@ -256,10 +264,15 @@ class WindowSampler:
                                   np.zeros(int(rng.integers(0, pad + 1)), np.float32)])
         seg = augment(seg, sr=sr, params=p, rng=rng, noise_pool=self.noise_pool)
         w = self.fx.windows(seg, window=self.window, hop=self.hop)
-        w = w[int(rng.integers(len(w)))]
+        k = int(rng.integers(len(w)))
+        views = [w[k]]
+        if self.paired:  # the same audio through a line: same level, noise, crop and window
+            line = line or np.random.default_rng(int(rng.integers(2**63)))
+            views.append(self.fx.windows(mu_law(random_band(seg, sr=sr, rng=line)), window=self.window, hop=self.hop)[k])
         if rng.random() < p.p_mask:
-            w = mask_window(w, bands=p.mask_bands, frames=p.mask_frames, rng=rng)
-        return w
+            masks = [copy.deepcopy(rng) for _ in views[1:]]  # the same masks on every view
+            views = [mask_window(v, bands=p.mask_bands, frames=p.mask_frames, rng=r) for v, r in zip(views, [rng, *masks])]
+        return np.stack(views) if self.paired else views[0]
 
 
 def clip_windows(
@@ -369,11 +382,71 @@ def class_weights(counts: Sequence[int] | np.ndarray) -> np.ndarray:
     return np.where(counts > 0, counts.sum() / (counts.size * np.maximum(counts, 1)), 0.0)
 
 
+def consistency_loss(weight: float):
+    """Loss of a :func:`paired_model`'s output: cross-entropy on the first view plus ``weight``
+    times the Jensen-Shannon divergence between the two views' probabilities.
+
+    The label is learned from the window as drawn; the second view (the same audio through
+    a telephone line) only has to agree with it, as AugMix's consistency term asks
+    (Hendrycks et al., 2020, with ``weight`` 12). Per window, so class weights apply.
+    """
+    keras = _keras()
+    ops = keras.ops
+
+    def loss(y_true, y_pred):
+        y = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        p = ops.clip(y_pred, 1e-7, 1.0)
+        a, b = p[:, 0], p[:, 1]
+        mean = (a + b) / 2
+        js = 0.5 * ops.sum(a * ops.log(a / mean) + b * ops.log(b / mean), axis=-1)
+        return keras.losses.sparse_categorical_crossentropy(y, y_pred[:, 0]) + weight * js
+
+    return loss
+
+
+def first_view_accuracy(y_true, y_pred):
+    """Accuracy of a :func:`paired_model`'s first view (the window as drawn)."""
+    ops = _keras().ops
+    y = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+    return ops.cast(ops.equal(ops.cast(ops.argmax(y_pred[:, 0], axis=-1), "int32"), y), "float32")
+
+
+first_view_accuracy.__name__ = "accuracy"  # logged as accuracy / val_accuracy, as an unpaired fit logs it
+
+
+def paired_model(model):
+    """``model`` on pairs of windows (batch x 2 x frames x bands): probabilities per view (batch x 2 x labels).
+
+    Both views go through the network as one batch, so batch normalisation sees them together.
+    The weights are ``model``'s own: training this trains it.
+    """
+    keras = _keras()
+    ops = keras.ops
+    shape = tuple(model.input_shape[1:])
+    n_labels = int(model.output_shape[-1])
+    pair = keras.Input(shape=(2, *shape), name="pair")
+    both = keras.layers.Lambda(lambda t: ops.concatenate([t[:, 0], t[:, 1]], axis=0), name="views")(pair)
+    probs = keras.layers.Lambda(lambda t: ops.transpose(ops.reshape(t, (2, -1, n_labels)), (1, 0, 2)),
+                                name="per_view")(model(both))
+    return keras.Model(pair, probs, name="paired")
+
+
+def _check_consistency(weight: float) -> None:
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ParameterError(param="consistency", value=weight, reason="must be 0 (off) or a positive weight")
+
+
 def fit(
     model, sampler: WindowSampler, val: tuple[np.ndarray, np.ndarray], *, n_labels: int, epochs: int, batch_size: int,
     learning_rate: float, patience: int, verbose: int, time_budget_s: float | None = None, workers: int = 2,
+    consistency: float = 0.0,
 ) -> dict:
     """Train ``model`` in place with class weights, early stopping and a learning-rate schedule.
+
+    With ``consistency`` > 0 each training window comes with its copy through a telephone
+    line (``sampler`` drawn ``paired``), and the loss adds that many times the divergence
+    between the two views' probabilities (:func:`consistency_loss`); validation and early
+    stopping see the windows as they are, one view each.
 
     Returns
     -------
@@ -385,10 +458,19 @@ def fit(
 
     keras = _keras()
     one_function_per_model()  # each model traces its own training step once
+    _check_consistency(consistency)
     weight = class_weights(sampler.class_counts(n_labels))
+    trained = model
+    if consistency:
+        sampler = replace(sampler, paired=True)
+        trained = paired_model(model)
+        val = (np.stack([val[0], val[0]], axis=1), val[1])  # one view each: the divergence term is 0
+        trained.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=consistency_loss(consistency),
+                        metrics=[first_view_accuracy])
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
     data = _dataset(sampler, batch_size=batch_size, class_weight=weight, workers=workers)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
     has_val = len(val[1]) > 0
     monitor = "val_accuracy" if has_val else "accuracy"
     budget = _TimeBudget.make(time_budget_s)
@@ -399,7 +481,8 @@ def fit(
         budget,
     ]
     t0 = time.monotonic()
-    hist = model.fit(data, epochs=epochs, validation_data=val if has_val else None, callbacks=callbacks, verbose=verbose)
+    hist = trained.fit(data, epochs=epochs, validation_data=val if has_val else None, callbacks=callbacks,
+                       verbose=verbose)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     return {
         "history": history,
@@ -592,6 +675,7 @@ def train(
     workers: int = 2,
     augment: Sequence[str] = (),
     features: Sequence[str] = (),
+    consistency: float = 0.0,
     storage_options: Mapping[str, Any] | None = None,
     log: Log | None = None,
 ) -> TrainResult:
@@ -647,6 +731,11 @@ def train(
         ``NAME=VALUE`` changes to the preset's features (see :meth:`FeatureParams.with_items`),
         e.g. ``fmin=300``, ``fmax=3400`` for a front end that sees the telephone band only.
         A new bundle only: a fine-tune keeps its parent's contract.
+    consistency : float
+        Weight of the consistency term (0: off): each training window is also drawn through a
+        telephone line, and the loss adds this many times the Jensen-Shannon divergence between
+        the two views' probabilities (:func:`consistency_loss`; AugMix uses 12). Each step then
+        runs the network on twice the windows.
     storage_options : mapping, optional
         fsspec options for data behind a URL (see :func:`load_table`).
     log : callable, optional
@@ -673,6 +762,7 @@ def train(
         learning_rate = FINE_TUNE_LEARNING_RATE if from_bundle is not None else LEARNING_RATE
     if not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ParameterError(param="learning_rate", value=learning_rate, reason="must be a positive number")
+    _check_consistency(consistency)
     if time_budget_s is not None and not time_budget_s > 0:
         raise ParameterError(param="time_budget_s", value=time_budget_s, reason="must be positive (or None: no budget)")
     _check_arch_kwargs(arch_kwargs or {})
@@ -797,7 +887,7 @@ def train(
             m = build(arch, input_shape, len(labels), seed=seed + t, **cfg["arch_kwargs"])
             r = fit(m, sampler(max(2000, max_windows_per_epoch // 2), seed + t), val, n_labels=len(labels),
                     epochs=s_epochs, batch_size=batch_size, learning_rate=cfg["learning_rate"], patience=patience,
-                    verbose=verbose, workers=workers)
+                    verbose=verbose, workers=workers, consistency=consistency)
             trials.append({**cfg, "val_accuracy": round(r["best_val_accuracy"], 4), "epochs": r["epochs_run"],
                            "params": int(m.count_params()), "seconds": r["seconds"]})
             say(f"  -> validation accuracy {r['best_val_accuracy']:.4f}")
@@ -827,7 +917,7 @@ def train(
     say(f"training {arch} ({model.count_params()} parameters) for up to {epochs} epochs, learning rate {learning_rate:g}")
     result = fit(model, sampler(max_windows_per_epoch, seed), val, n_labels=len(labels), epochs=epochs,
                  batch_size=batch_size, learning_rate=learning_rate, patience=patience, verbose=verbose,
-                 time_budget_s=time_budget_s, workers=workers)
+                 time_budget_s=time_budget_s, workers=workers, consistency=consistency)
     say(f"trained {result['epochs_run']} epochs in {result['seconds']:.0f} s; best {result['monitor']} "
         f"{result['best_val_accuracy']:.4f}")
     if parent_val is not None and result["best_val_accuracy"] < parent_val:
@@ -885,7 +975,7 @@ def train(
         "class_weight": dict(zip(labels, result["class_weight"])), "seconds": result["seconds"],
         "windows_per_epoch": len(sampler(max_windows_per_epoch, seed)), "crop": task.crop, "real_repeat": real_repeat,
         "noise_label": task.noise_label,
-        "augmentation": task.augment.to_dict(), "search_trials": trials,
+        "augmentation": task.augment.to_dict(), "consistency": consistency, "search_trials": trials,
         "history": {k: [round(v, 5) for v in vals] for k, vals in result["history"].items()},
         "stopped_by_time_budget": result["stopped_by_time_budget"],
         "keras_backend": keras.backend.backend(),

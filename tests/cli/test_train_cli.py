@@ -276,6 +276,7 @@ def test_outputs_and_options_are_refused_before_any_training(clips, tmp_path):
         # the option the user typed, where the library's argument is max_windows_per_epoch
         (("--out", b, "--max-windows", "0"), "--max-windows 0: must be at least 1"),
         (("--out", b, "--patience", "-1"), "--patience -1: must be 0 or more"),
+        (("--out", b, "--consistency", "-1"), "--consistency -1.0: must be 0 \\(off\\) or a positive weight"),
         (("--out", b, "--time-budget-min", "-1"), "--time-budget-min -1.0: must be a positive number of minutes"),
         (("--out", b, "--version", "notaversion"), "'notaversion' is not a version"),
     ]:
@@ -330,9 +331,10 @@ def test_train_options_reach_training_under_their_own_names(monkeypatch, tmp_pat
     result = CliRunner().invoke(app, [
         "train", str(tmp_path / "data"), "--out", str(tmp_path / "b"), "--from", "digits", "--freeze-features",
         "--time-budget-min", "2", "--test-fraction", "0.3", "--val-fraction", "0.1", "--seed", "7", "--name", "mine",
-        "--version", "2.0.0", "--test-group", "t1", "--val-group", "v1", "--real-repeat", "3", "--epochs", "5", "-q"])
+        "--version", "2.0.0", "--test-group", "t1", "--val-group", "v1", "--real-repeat", "3", "--epochs", "5",
+        "--consistency", "12", "-q"])
     assert result.exit_code == 0, result.output
-    assert got["time_budget_s"] == 120 and got["seed"] == 7 and got["freeze_features"] is True
+    assert got["time_budget_s"] == 120 and got["seed"] == 7 and got["freeze_features"] is True and got["consistency"] == 12
     assert (got["test_fraction"], got["val_fraction"]) == (0.3, 0.1)
     assert (got["test_groups"], got["val_groups"]) == (["t1"], ["v1"])
     assert (got["name"], got["version"], got["from_bundle"], got["real_repeat"], got["epochs"]) == ("mine", "2.0.0", "digits", 3, 5)

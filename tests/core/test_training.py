@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import shutil
 import subprocess
 import sys
@@ -426,6 +427,26 @@ def test_a_soup_averages_the_weights_of_fine_tunes_of_one_parent(trained, datase
 
 
 @pytest.mark.slow
+def test_consistency_training_fine_tunes_the_network_and_records_its_weight(trained, dataset, tmp_path):
+    r = train(dataset, out=tmp_path / "paired", from_bundle=trained.bundle.path, epochs=2, batch_size=16,
+              max_windows_per_epoch=48, test_groups=["allison-prompts", "noise-tones"], val_groups=["moh-reno"], seed=5,
+              verbose=0, workers=1, consistency=12.0)
+    t = r.bundle.manifest.provenance["training"]
+    assert t["consistency"] == 12.0 and t["epochs_run"] == 2
+    assert len(t["history"]["val_accuracy"]) == 2 and 0 <= min(t["history"]["val_accuracy"]) <= 1  # one view each
+    # what is saved is the network itself, changed by training, not the two-view wrapper
+    assert r.bundle.input_shape == trained.bundle.input_shape and r.bundle.model.name != "paired"
+    assert any(not np.allclose(a, b) for a, b in zip(r.bundle.model.get_weights(), trained.bundle.model.get_weights()))
+    assert train(dataset, out=tmp_path / "plain", from_bundle=trained.bundle.path, epochs=1, batch_size=16,
+                 max_windows_per_epoch=16, test_groups=TEST_GROUPS, val_fraction=0.0, verbose=0,
+                 workers=1).bundle.manifest.provenance["training"]["consistency"] == 0.0
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ParameterError, match="consistency"):
+            train(dataset, out=tmp_path / "bad", from_bundle=trained.bundle.path, epochs=1, consistency=bad)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
 def test_evaluating_a_bundle_on_its_own_clips_counts_every_clip(trained, dataset, tmp_path):
     ev = evaluate_bundle(trained.bundle.path, dataset)
     assert ev.n == 12 and ev.confusion.sum() == 12
@@ -619,6 +640,59 @@ def test_training_windows_are_the_inference_windows(crop):
         clip = clips[li]
         ref = fx.windows(clip / np.abs(clip).max(), window=SR, hop=SR // 2)
         assert np.min(np.abs(ref - xi).max(axis=(1, 2))) < 1e-3
+
+
+def test_a_paired_sampler_gives_each_window_and_the_same_audio_through_a_line():
+    fx = FeatureExtractor(PRESETS["smn"].features, sr=SR)
+    music, _ = sf.read(DATA / "music_reno_project-system.wav", dtype="float32")
+    speech, _ = sf.read(DATA / "speech_en_vm-nobodyavail.wav", dtype="float32")
+    clean = AugmentParams(p_noise=0, p_telephone=0, p_clip=0, p_mulaw=0, p_speed=0, p_short=0, gain_db=(0, 0), pad_s=0,
+                          p_mask=0)
+    args = ([speech, music], np.array([0, 1]), fx, SR, SR // 2, "window", clean, [])
+    plain = WindowSampler(*args, seed=4)
+    pairs = WindowSampler(*args, seed=4, paired=True)
+    pos = np.arange(len(pairs))
+    x, y = plain.batch(pos, epoch=0, key=0)
+    xx, yy = pairs.batch(pos, epoch=0, key=0)
+    assert xx.shape == (len(pos), 2, 97, 40) and xx.dtype == np.float32 and np.array_equal(y, yy)
+    np.testing.assert_array_equal(xx[:, 0], x)  # the first view is the window as drawn
+    # the second is that audio through a line: under 200 Hz (the lowest mel bands) it loses most
+    low = fx.n_features // 20
+    drop = xx[:, 0, :, :low].mean(axis=(1, 2)) - xx[:, 1, :, :low].mean(axis=(1, 2))
+    assert (drop > 0.2).all(), drop  # 0 if the second view were the first
+    # masks fall on the same bands and frames of both views
+    masked = WindowSampler(*args[:6], replace(clean, p_mask=1.0), [], seed=4, paired=True).batch(pos, epoch=0, key=0)[0]
+    flat = [[np.flatnonzero(np.ptp(v, axis=0) == 0).tolist() for v in pair] for pair in masked]
+    assert all(a == b for a, b in flat) and any(a for a, _ in flat)
+
+
+def test_consistency_loss_is_the_first_views_cross_entropy_plus_the_divergence():
+    from audioclf_core.training import consistency_loss
+
+    y = np.array([0, 2])
+    a = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], np.float32)
+    b = np.array([[0.2, 0.5, 0.3], [0.1, 0.3, 0.6]], np.float32)
+    ce = -np.log([0.7, 0.6])
+    m = (a + b) / 2
+    js = 0.5 * (a * np.log(a / m) + b * np.log(b / m)).sum(axis=1)
+    assert js[0] > 0.05 and js[1] == 0
+    got = np.asarray(consistency_loss(12.0)(y, np.stack([a, b], axis=1)))
+    np.testing.assert_allclose(got, ce + 12 * js, rtol=1e-5)
+    # the second view teaches no label: with the views swapped, only the cross-entropy changes
+    swapped = np.asarray(consistency_loss(12.0)(y, np.stack([b, a], axis=1)))
+    np.testing.assert_allclose(swapped - got, -np.log([0.2, 0.6]) - ce, rtol=1e-5)
+
+
+def test_a_paired_model_runs_the_network_on_each_view_with_its_own_weights():
+    from audioclf_core.model import Predictor
+    from audioclf_core.training import paired_model
+
+    net = build("cnn", (97, 40), 3, seed=0, width=4)
+    x = np.random.default_rng(0).standard_normal((5, 2, 97, 40)).astype(np.float32)
+    out = np.asarray(paired_model(net)(x, training=False))
+    assert out.shape == (5, 2, 3)
+    np.testing.assert_allclose(out[:, 0], Predictor(net)(x[:, 0]), atol=1e-5)
+    np.testing.assert_allclose(out[:, 1], Predictor(net)(x[:, 1]), atol=1e-5)
 
 
 def test_an_epoch_draws_each_clip_once_per_window_of_audio_it_holds(monkeypatch):
