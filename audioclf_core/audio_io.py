@@ -106,10 +106,12 @@ class AudioInfo:
     channels : int
         Number of channels (>= 1).
     frames : int or None
-        Frames per channel. Exact for libsndfile's formats; for ffmpeg's, the
-        container's duration times the rate, which can differ from what is
-        decoded by a codec's padding (a few thousand frames at most). None
-        when the decoder cannot tell without decoding everything.
+        Frames per channel. Exact for libsndfile's formats and for MP4 / MOV
+        (M4A), whose stated length also ends what is decoded (the codec's end
+        padding is dropped); for ffmpeg's other formats, the container's
+        duration times the rate, which can differ from what is decoded by a
+        codec's padding (a few thousand frames at most). None when the decoder
+        cannot tell without decoding everything.
     codec : str
         ``"FORMAT/SUBTYPE"`` from libsndfile (``"WAV/PCM_16"``, ``"WAV/ULAW"``,
         ``"FLAC/PCM_24"``, ``"OGG/VORBIS"``; MPEG layer III is ``"MP3"``) or
@@ -752,8 +754,11 @@ def _open_with_ffmpeg(
         if probe.get("error"):
             raise DecodeError(f"cannot decode {uri}: {_ffmpeg_failure(probe['error'], libsndfile, size)}")
         info = _info_from_probe(uri, probe)
+        end = _stated_frames(probe, info.sample_rate)
+        if end is not None:
+            info = dataclasses.replace(info, frames=end)
         return _FFmpegReader(uri, info, ffmpeg=ffmpeg, local_path=local, temp_path=temp,
-                             strict=libsndfile.strict)
+                             strict=libsndfile.strict, end=end)
     except BaseException:
         if temp is not None:
             _remove(temp)
@@ -794,6 +799,23 @@ def _ffprobe(ffprobe: str, local_path: str) -> dict[str, Any]:
         return json.loads(done.stdout or b"{}")
     except json.JSONDecodeError:
         return {"error": "ffprobe wrote unreadable output"}
+
+
+def _stated_frames(probe: dict[str, Any], sample_rate: int) -> int | None:
+    """The frames an MP4 / MOV file says its audio holds, counted in samples; None for other containers.
+
+    Their sample tables and edit list give the length exactly, and ffmpeg still decodes the
+    codec's end padding after it (AAC: up to 1024 frames), which would lengthen every call.
+    Other containers' durations are estimates (an MP3 without a Xing header, raw ADTS) and
+    are not used to cut anything.
+    """
+    if not {"mov", "mp4"} & set(((probe.get("format") or {}).get("format_name") or "").split(",")):
+        return None
+    stream = (probe.get("streams") or [{}])[0]
+    if stream.get("time_base") != f"1/{sample_rate}":
+        return None
+    frames = _to_int(stream.get("duration_ts"))
+    return frames if frames is not None and frames > 0 else None
 
 
 def _info_from_probe(uri: str, probe: dict[str, Any]) -> AudioInfo:
@@ -1175,8 +1197,9 @@ def _ogg_cut(tail: bytes) -> bool:
 
 class _FFmpegReader(AudioReader):
     def __init__(self, uri: str, info: AudioInfo, *, ffmpeg: str, local_path: str, temp_path: str | None,
-                 strict: bool = True) -> None:
+                 strict: bool = True, end: int | None = None) -> None:
         super().__init__(info)
+        self._end = end  # frames the container states: what ffmpeg decodes after them is codec padding
         self._ffmpeg = ffmpeg
         self._local = local_path
         self._temp = temp_path
@@ -1218,6 +1241,10 @@ class _FFmpegReader(AudioReader):
                 if n == 0:
                     break
                 block = np.frombuffer(buf, dtype="<f4", count=n // 4).reshape(-1, channels)
+                if self._end is not None:
+                    block = block[: max(0, self._end - done)]
+                    if not len(block):
+                        continue  # the padding is read to the end, so that a decoding error still shows
                 done += block.shape[0]
                 yield block.astype(np.float32, copy=False)
             self._ensure_current(generation)
