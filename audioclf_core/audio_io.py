@@ -754,11 +754,8 @@ def _open_with_ffmpeg(
         if probe.get("error"):
             raise DecodeError(f"cannot decode {uri}: {_ffmpeg_failure(probe['error'], libsndfile, size)}")
         info = _info_from_probe(uri, probe)
-        end = _stated_frames(probe, info.sample_rate)
-        if end is not None:
-            info = dataclasses.replace(info, frames=end)
         return _FFmpegReader(uri, info, ffmpeg=ffmpeg, local_path=local, temp_path=temp,
-                             strict=libsndfile.strict, end=end)
+                             strict=libsndfile.strict, end=_stated_frames(probe, info.sample_rate))
     except BaseException:
         if temp is not None:
             _remove(temp)
@@ -831,8 +828,8 @@ def _info_from_probe(uri: str, probe: dict[str, Any]) -> AudioInfo:
     duration = _to_float(stream.get("duration"))
     if duration is None:
         duration = _to_float(fmt.get("duration"))
-    frames = None
-    if duration is not None and sample_rate:
+    frames = _stated_frames(probe, sample_rate or 0)
+    if frames is None and duration is not None and sample_rate:
         frames = max(0, round(duration * sample_rate))
     codec = f"ffmpeg:{stream.get('codec_name') or 'unknown'}"
     try:

@@ -229,6 +229,8 @@ class WindowSampler:
         return np.stack(xs), self.labels[self.tasks[positions]]
 
     def window_of(self, i: int, rng: np.random.Generator, line: np.random.Generator | None = None) -> np.ndarray:
+        """One window of clip ``i`` drawn with ``rng``; with ``line``, stacked with the same audio
+        through a telephone line whose band edges ``line`` draws (``rng`` draws as without it)."""
         y = self.clips[i]
         p = self.params
         sr = self.fx.sr
@@ -266,13 +268,12 @@ class WindowSampler:
         w = self.fx.windows(seg, window=self.window, hop=self.hop)
         k = int(rng.integers(len(w)))
         views = [w[k]]
-        if self.paired:  # the same audio through a line: same level, noise, crop and window
-            line = line or np.random.default_rng(int(rng.integers(2**63)))
+        if line is not None:  # the same audio through a line: same level, noise, crop and window
             views.append(self.fx.windows(mu_law(random_band(seg, sr=sr, rng=line)), window=self.window, hop=self.hop)[k])
         if rng.random() < p.p_mask:
-            masks = [copy.deepcopy(rng) for _ in views[1:]]  # the same masks on every view
+            masks = [copy.deepcopy(rng) for _ in views[1:]]  # the same masks on both views
             views = [mask_window(v, bands=p.mask_bands, frames=p.mask_frames, rng=r) for v, r in zip(views, [rng, *masks])]
-        return np.stack(views) if self.paired else views[0]
+        return np.stack(views) if line is not None else views[0]
 
 
 def clip_windows(
